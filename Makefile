@@ -1,0 +1,47 @@
+# The README's two commands: `make run` (main job on the simulated rig) and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DURATION ?= 60
+
+.PHONY: run test lint soak bench selftest train clean broker-check
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+## Main job: the whole rig on the simulators, live per-stream figures.
+run: $(STAMP)
+	$(BIN)/mmme-edge run --sim --duration $(DURATION)
+
+selftest: $(STAMP)
+	$(BIN)/mmme-edge selftest --sim
+
+## The test suite (what CI runs). Needs a mosquitto binary; installs it when root.
+test: $(STAMP) broker-check
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+broker-check:
+	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+	  else \
+	    echo "The tests start their own Mosquitto broker: install it first (sudo apt-get install mosquitto)."; exit 1; \
+	  fi; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+## Opt-in long runs.
+soak: $(STAMP)
+	$(BIN)/python -m pytest -m soak -p no:cacheprovider -o addopts=""
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest -m bench -s -o addopts=""
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
