@@ -144,7 +144,9 @@ class SimEdgeInput:
                     if v == p:
                         continue
                     self._seq += 1
-                    jitter = int(self._rng.integers(0, self._jitter_ns + 1)) if self._jitter_ns else 0
+                    jitter = (
+                        int(self._rng.integers(0, self._jitter_ns + 1)) if self._jitter_ns else 0
+                    )
                     edges.append(Edge(t_ns=t + jitter, rising=v > p, seq=self._seq))
                 if edges:
                     return edges

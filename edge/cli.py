@@ -1,0 +1,88 @@
+"""``mmme-edge``: run the rig, check its devices, inspect and export recordings.
+
+    mmme-edge run [--config FILE] [--sim] [--duration S] [--json]
+    mmme-edge selftest [--config FILE] [--sim]
+    mmme-edge info REC
+    mmme-edge export REC --out DIR
+
+A bad config or command line is one line on stderr and exit status 2; a device that
+fails to open is one line and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from edge import config
+from sensors.errors import DeviceError
+
+EXIT_USAGE = 2
+EXIT_DEVICE = 1
+
+
+def _load_config(args: argparse.Namespace) -> config.RigConfig:
+    path = args.config or config.example_path("sim" if args.sim else "pi")
+    cfg = config.load(path)
+    return cfg.with_all_simulated() if args.sim else cfg
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmme-edge", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the rig (acquire, record, process, publish)")
+    run.add_argument("--config", help="rig TOML (default: the shipped example)")
+    run.add_argument("--sim", action="store_true", help="every device on the simulated bench")
+    run.add_argument("--duration", type=float, default=0.0, help="seconds; 0 runs until stopped")
+    run.add_argument("--json", action="store_true", help="end with one JSON summary line")
+    run.add_argument("--quiet", action="store_true", help="no live status lines")
+    run.add_argument("--record-dir", help="override rig.data_dir")
+
+    st = sub.add_parser("selftest", help="check every configured device, pass/fail each")
+    st.add_argument("--config")
+    st.add_argument("--sim", action="store_true")
+    st.add_argument("--json", action="store_true")
+
+    for name, helptext in (("info", "print a recording's streams"), ("export", "export to BDF+")):
+        sp = sub.add_parser(name, help=helptext, add_help=False)
+        sp.add_argument("rest", nargs=argparse.REMAINDER)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("info", "export"):
+        mod = importlib.import_module("edge.inspect" if argv[0] == "info" else "edge.export")
+        entry = mod.info_main if argv[0] == "info" else mod.export_main
+        return int(entry(argv[1:]) or 0)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        cfg = _load_config(args)
+    except config.ConfigError as exc:
+        print(f"mmme-edge: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "run":
+            from edge.runtime import run
+
+            return run(cfg, duration_s=args.duration, as_json=args.json, quiet=args.quiet,
+                       record_dir=args.record_dir)
+        if args.command == "selftest":
+            from edge.selftest import selftest
+
+            return selftest(cfg, as_json=args.json)
+    except DeviceError as exc:
+        print(f"mmme-edge: device error: {exc}", file=sys.stderr)
+        return EXIT_DEVICE
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,255 @@
+"""The rig's configuration: one TOML file, validated where it is read.
+
+Every key is declared once below with its type and allowed values; an unknown key, a
+missing required one, or a bad value raises :class:`ConfigError` whose message names the
+key and the problem in one line. ``edge.cli`` turns that into exit status 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+ADS1299_RATES_HZ = (250, 500, 1000, 2000, 4000, 8000, 16000)
+ADS1299_GAINS = (1, 2, 4, 6, 8, 12, 24)
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown or out of range; str() is one line."""
+
+
+@dataclass(frozen=True)
+class Key:
+    type: type | tuple[type, ...]
+    default: Any = ...
+    choices: tuple | None = None
+    lo: float | None = None
+    hi: float | None = None
+    item: type | None = None  # element type for lists
+    length: tuple[int, int] | None = None  # allowed list length range
+
+    @property
+    def required(self) -> bool:
+        return self.default is ...
+
+
+GPIO_LINE = Key(int, lo=0, hi=1023)
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "rig": {
+        "id": Key(str),
+        "data_dir": Key(str, "recordings"),
+        "record": Key(bool, True),
+        "camera_store": Key(str, "lossless", choices=("lossless", "jpeg", "none")),
+    },
+    "gpio": {
+        "backend": Key(str, "auto", choices=("auto", "gpiod", "rpi", "jetson", "sim")),
+        "chip": Key(str, "/dev/gpiochip0"),
+        "sync_out_line": GPIO_LINE,
+        "marker_strobe_line": GPIO_LINE,
+        "marker_data_lines": Key(list, item=int, length=(1, 8)),
+    },
+    "eeg": {
+        "enabled": Key(bool, True),
+        "backend": Key(str, "spidev", choices=("spidev", "sim")),
+        "spi_bus": Key(int, 0, lo=0, hi=7),
+        "spi_devices": Key(list, [0], item=int, length=(1, 2)),
+        "spi_hz": Key(int, 4_000_000, lo=100_000, hi=20_000_000),
+        "drdy_line": GPIO_LINE,
+        "reset_line": Key(int, -1, lo=-1, hi=1023),
+        "fs_hz": Key(int, 1000, choices=ADS1299_RATES_HZ),
+        "gain": Key(int, 24, choices=ADS1299_GAINS),
+        "channels": Key(list, item=str, length=(8, 16)),
+        "input": Key(str, "normal", choices=("normal", "shorted", "test")),
+        "bias": Key(bool, True),
+        "srb1": Key(bool, True),
+        "lead_off": Key(bool, True),
+    },
+    "hub": {
+        "enabled": Key(bool, True),
+        "backend": Key(str, "serial", choices=("serial", "sim")),
+        "port": Key(str, "/dev/mmme-hub"),
+        "baud": Key(int, 921600, lo=9600, hi=4_000_000),
+        "fs_hz": Key(int, 1000, lo=250, hi=2000),
+    },
+    "camera": {
+        "enabled": Key(bool, True),
+        "backend": Key(str, "picamera2", choices=("picamera2", "opencv", "sim")),
+        "device": Key((int, str), 0),
+        "width": Key(int, 320, lo=64, hi=4096),
+        "height": Key(int, 240, lo=64, hi=4096),
+        "fps": Key(float, 150.0, lo=1.0, hi=1000.0),
+        "exposure_us": Key(int, 4000, lo=10, hi=1_000_000),
+    },
+    "features": {
+        "mains_hz": Key(int, 50, choices=(50, 60)),
+    },
+    "mqtt": {
+        "enabled": Key(bool, True),
+        "host": Key(str, "localhost"),
+        "port": Key(int, 1883, lo=1, hi=65535),
+        "protocol": Key(str, "5", choices=("5", "3.1.1")),
+        "keepalive_s": Key(int, 30, lo=5, hi=3600),
+        "tls": Key(bool, False),
+        "ca_file": Key(str, ""),
+        "cert_file": Key(str, ""),
+        "key_file": Key(str, ""),
+        "credentials_file": Key(str, ""),
+        "outbox": Key(str, "outbox.sqlite"),
+    },
+    "sim": {
+        "scenario": Key(str, ""),
+        "seed": Key(int, 1),
+        "n_events": Key(int, 12, lo=0, hi=10_000),
+        "eeg_drift_ppm": Key(float, 40.0, lo=-500, hi=500),
+        "hub_drift_ppm": Key(float, -60.0, lo=-500, hi=500),
+        "camera_drift_ppm": Key(float, 25.0, lo=-500, hi=500),
+    },
+}
+OPTIONAL_SECTIONS = {"features", "mqtt", "sim", "eeg", "hub", "camera"}
+
+
+@dataclass(frozen=True)
+class RigConfig:
+    """The validated config: one plain dict per section, every key present."""
+
+    rig: dict[str, Any]
+    gpio: dict[str, Any]
+    eeg: dict[str, Any]
+    hub: dict[str, Any]
+    camera: dict[str, Any]
+    features: dict[str, Any]
+    mqtt: dict[str, Any]
+    sim: dict[str, Any]
+    source: str = ""
+
+    def digest(self) -> str:
+        """A short hash of the effective config, published in the status message."""
+        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "source"}
+        blob = json.dumps(doc, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def with_all_simulated(self) -> RigConfig:
+        """The same rig with every device on the simulated bench (``--sim``)."""
+        return RigConfig(
+            rig=self.rig,
+            gpio={**self.gpio, "backend": "sim"},
+            eeg={**self.eeg, "backend": "sim"},
+            hub={**self.hub, "backend": "sim"},
+            camera={**self.camera, "backend": "sim"},
+            features=self.features,
+            mqtt=self.mqtt,
+            sim=self.sim,
+            source=self.source,
+        )
+
+
+def _type_name(t: type | tuple[type, ...]) -> str:
+    names = [x.__name__ for x in (t if isinstance(t, tuple) else (t,))]
+    return " or ".join({"str": "a string", "int": "an integer", "float": "a number",
+                        "bool": "true/false", "list": "a list"}.get(n, n) for n in names)
+
+
+def _check_value(where: str, key: Key, value: Any) -> Any:
+    allowed = key.type if isinstance(key.type, tuple) else (key.type,)
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    # bool is an int in Python; a config `true` where a number is wanted is a mistake.
+    if isinstance(value, bool) and bool not in allowed:
+        raise ConfigError(f"{where}: expected {_type_name(key.type)}, got {value!r}")
+    if not isinstance(value, allowed):
+        raise ConfigError(f"{where}: expected {_type_name(key.type)}, got {value!r}")
+    if key.choices is not None and value not in key.choices:
+        opts = ", ".join(str(c) for c in key.choices)
+        raise ConfigError(f"{where}: must be one of {opts}; got {value!r}")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if key.lo is not None and value < key.lo:
+            raise ConfigError(f"{where}: must be at least {key.lo:g}; got {value!r}")
+        if key.hi is not None and value > key.hi:
+            raise ConfigError(f"{where}: must be at most {key.hi:g}; got {value!r}")
+    if isinstance(value, list):
+        if key.length and not (key.length[0] <= len(value) <= key.length[1]):
+            raise ConfigError(
+                f"{where}: needs {key.length[0]} to {key.length[1]} entries; got {len(value)}"
+            )
+        for i, item in enumerate(value):
+            if key.item is not None and (
+                not isinstance(item, key.item) or isinstance(item, bool)
+            ):
+                raise ConfigError(f"{where}[{i}]: expected {_type_name(key.item)}, got {item!r}")
+    return value
+
+
+def _check_section(name: str, doc: dict[str, Any]) -> dict[str, Any]:
+    spec = SCHEMA[name]
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{name}: expected a [{name}] table")
+    for k in doc:
+        if k not in spec:
+            raise ConfigError(f"{name}.{k}: unknown key (known: {', '.join(spec)})")
+    # A disabled device needs none of its required keys.
+    disabled = doc.get("enabled") is False
+    out: dict[str, Any] = {}
+    for k, key in spec.items():
+        if k in doc:
+            out[k] = _check_value(f"{name}.{k}", key, doc[k])
+        elif key.required and not disabled:
+            raise ConfigError(f"{name}.{k}: missing (required)")
+        else:
+            out[k] = None if key.required else key.default
+    return out
+
+
+def _cross_checks(cfg: dict[str, dict[str, Any]]) -> None:
+    eeg = cfg["eeg"]
+    if eeg["enabled"]:
+        n_chips = len(eeg["spi_devices"])
+        if len(eeg["channels"]) != 8 * n_chips:
+            raise ConfigError(
+                f"eeg.channels: {n_chips} chip(s) need {8 * n_chips} channel names; "
+                f"got {len(eeg['channels'])}"
+            )
+        if len(set(eeg["channels"])) != len(eeg["channels"]):
+            raise ConfigError("eeg.channels: channel names must be unique")
+    gpio = cfg["gpio"]
+    used = [gpio["sync_out_line"], gpio["marker_strobe_line"], *gpio["marker_data_lines"]]
+    if eeg["enabled"]:
+        used.append(eeg["drdy_line"])
+    dup = {x for x in used if used.count(x) > 1}
+    if dup:
+        raise ConfigError(f"gpio: line(s) {sorted(dup)} assigned twice")
+
+
+def parse(doc: dict[str, Any], source: str = "") -> RigConfig:
+    for section in doc:
+        if section not in SCHEMA:
+            raise ConfigError(f"{section}: unknown section (known: {', '.join(SCHEMA)})")
+    for section in SCHEMA:
+        if section not in doc and section not in OPTIONAL_SECTIONS:
+            raise ConfigError(f"{section}: missing section [{section}]")
+    cfg = {name: _check_section(name, doc.get(name, {})) for name in SCHEMA}
+    _cross_checks(cfg)
+    return RigConfig(**cfg, source=source)
+
+
+def load(path: str | Path) -> RigConfig:
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    return parse(doc, source=str(p))
+
+
+def example_path(name: str) -> Path:
+    """A shipped example config: ``sim`` or ``pi``."""
+    return Path(str(resources.files("edge") / "configs" / f"{name}.toml"))

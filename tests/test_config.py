@@ -1,0 +1,113 @@
+"""The rig config: shipped examples load; every mistake is one line naming the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import tomllib
+
+from edge import config
+
+
+def _sim_doc() -> dict:
+    with open(config.example_path("sim"), "rb") as f:
+        return tomllib.load(f)
+
+
+@pytest.mark.parametrize("name", ["sim", "pi"])
+def test_shipped_examples_validate(name: str) -> None:
+    cfg = config.load(config.example_path(name))
+    assert cfg.rig["id"]
+    assert len(cfg.eeg["channels"]) == 8
+
+
+def test_defaults_fill_optional_keys() -> None:
+    doc = _sim_doc()
+    del doc["eeg"]["gain"]
+    cfg = config.parse(doc)
+    assert cfg.eeg["gain"] == 24
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("eeg", "fs_hz", 300, "eeg.fs_hz: must be one of 250, 500, 1000"),
+        ("eeg", "gain", "24", "eeg.gain: expected an integer"),
+        ("hub", "baud", True, "hub.baud: expected an integer"),
+        ("camera", "fps", 0, "camera.fps: must be at least 1"),
+        ("eeg", "channels", ["Fp1"] * 8, "eeg.channels: channel names must be unique"),
+        ("eeg", "channels", ["a"] * 3, "eeg.channels: needs 8 to 16 entries"),
+        ("gpio", "marker_data_lines", [5, "x"], "gpio.marker_data_lines[1]: expected an integer"),
+        ("eeg", "fs_hzz", 1000, "eeg.fs_hzz: unknown key"),
+    ],
+)
+def test_bad_values_name_the_key(section: str, key: str, value: object, message: str) -> None:
+    doc = _sim_doc()
+    doc[section][key] = value
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(doc)
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_required_key_is_named() -> None:
+    doc = _sim_doc()
+    del doc["rig"]["id"]
+    with pytest.raises(config.ConfigError, match=r"^rig\.id: missing"):
+        config.parse(doc)
+
+
+def test_disabled_device_needs_no_required_keys() -> None:
+    doc = _sim_doc()
+    doc["eeg"] = {"enabled": False}
+    cfg = config.parse(doc)
+    assert cfg.eeg["enabled"] is False
+
+
+def test_daisy_chain_needs_sixteen_channel_names() -> None:
+    doc = _sim_doc()
+    doc["eeg"]["spi_devices"] = [0, 1]
+    with pytest.raises(config.ConfigError, match=r"2 chip\(s\) need 16 channel names"):
+        config.parse(doc)
+
+
+def test_gpio_line_used_twice_is_refused() -> None:
+    doc = _sim_doc()
+    doc["eeg"]["drdy_line"] = doc["gpio"]["sync_out_line"]
+    with pytest.raises(config.ConfigError, match="assigned twice"):
+        config.parse(doc)
+
+
+def test_digest_changes_with_content() -> None:
+    a = config.parse(_sim_doc())
+    doc = _sim_doc()
+    doc["rig"]["id"] = "other"
+    assert a.digest() != config.parse(doc).digest()
+
+
+def test_cli_reports_bad_config_in_one_line_with_status_2(tmp_path) -> None:
+    bad = tmp_path / "rig.toml"
+    bad.write_text(config.example_path("sim").read_text().replace("fs_hz = 1000", "fs_hz = 7", 1))
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "run", "--config", str(bad), "--duration", "1"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "mmme-edge: config error: eeg.fs_hz: must be one of 250, 500, 1000, 2000, 4000, "
+        "8000, 16000; got 7"
+    ]
+
+
+def test_cli_reports_unparseable_toml(tmp_path) -> None:
+    bad = tmp_path / "rig.toml"
+    bad.write_text("[rig\nid=")
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "run", "--config", str(bad)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "not valid TOML" in proc.stderr and "Traceback" not in proc.stderr
