@@ -29,11 +29,11 @@ TOML layout::
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import tomllib
 
 EMOTIONS = ("angry", "disgust", "fear", "sad", "happy", "surprise", "tense")
 COMPOSITE = {

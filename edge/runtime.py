@@ -1,0 +1,269 @@
+"""The rig at run time: one acquisition thread per device, one dispatcher, the sinks.
+
+driver.poll / source.read  ->  DropQueue (bounded, counted)  ->  dispatcher  ->  sinks
+(tally, recorder, clock, features, spotter, ...). Drivers are synchronous; this module
+owns the threads. It knows nothing of simulation: ``edge.rig`` hands it devices.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import psutil
+
+from edge.config import RigConfig
+from edge.queues import DropQueue
+from sensors.blocks import Frame, Marker, SampleBlock, monotonic_ns
+
+# A waiting DRDY thread must get the GIL back well inside one 1 ms sample period.
+SWITCH_INTERVAL_S = 0.0002
+
+
+class Sink(Protocol):
+    def on_block(self, block: SampleBlock) -> None: ...
+    def on_frame(self, frame: Frame) -> None: ...
+    def on_marker(self, marker: Marker) -> None: ...
+
+
+@dataclass
+class Tally:
+    """What one stream delivered, judged by the device's own counter (drift-proof)."""
+
+    first: int | None = None
+    last: int | None = None
+    received: int = 0
+
+    def add(self, first: int, last: int, n: int) -> None:
+        if self.first is None:
+            self.first = first
+        self.last = last if self.last is None else max(self.last, last)
+        self.received += n
+
+    @property
+    def expected(self) -> int:
+        return 0 if self.first is None or self.last is None else self.last - self.first + 1
+
+    @property
+    def dropped(self) -> int:
+        return max(self.expected - self.received, 0)
+
+
+@dataclass
+class StreamTally:
+    """The tally sink: per-stream expected/received/dropped and the markers seen."""
+
+    tallies: dict[str, Tally] = field(default_factory=dict)
+    markers: list[Marker] = field(default_factory=list)
+    max_markers: int = 1000
+
+    def _t(self, name: str) -> Tally:
+        return self.tallies.setdefault(name, Tally())
+
+    def on_block(self, block: SampleBlock) -> None:
+        if len(block):
+            self._t(block.stream).add(int(block.index[0]), int(block.index[-1]), len(block))
+
+    def on_frame(self, frame: Frame) -> None:
+        self._t("camera").add(frame.seq, frame.seq, 1)
+
+    def on_marker(self, marker: Marker) -> None:
+        if len(self.markers) < self.max_markers:
+            self.markers.append(marker)
+
+
+class _Pump(threading.Thread):
+    """Pulls from one device forever, pushing what it gets into a bounded queue."""
+
+    def __init__(self, name: str, pull: Callable[[float], Iterable[Any]], out: DropQueue,
+                 stop: threading.Event, errors: list[str]) -> None:
+        super().__init__(name=f"acq-{name}", daemon=True)
+        self._pull, self._out, self._stop, self._errors = pull, out, stop, errors
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for item in self._pull(0.05):
+                    self._out.put(item)
+            except Exception as exc:  # a driver bug must show, not kill the rig silently
+                self._errors.append(f"{self.name}: {type(exc).__name__}: {exc}")
+                time.sleep(0.2)
+
+
+def _frames(source: Any) -> Callable[[float], list[Frame]]:
+    def pull(timeout_s: float) -> list[Frame]:
+        frame = source.read(timeout_s)
+        return [] if frame is None else [frame]
+
+    return pull
+
+
+class Runtime:
+    """Starts the devices' pumps and feeds every sink from one dispatcher loop."""
+
+    def __init__(self, rig: Any, sinks: list[Sink], queue_blocks: int = 512,
+                 queue_frames: int = 64) -> None:
+        self.rig = rig
+        self.sinks = sinks
+        self.stop_event = threading.Event()
+        self.errors: list[str] = []
+        self.queues: dict[str, DropQueue] = {}
+        self._pumps: list[_Pump] = []
+        for name, driver in rig.sample_drivers().items():
+            q: DropQueue = DropQueue(queue_blocks, weight=len)
+            self.queues[name] = q
+            self._pumps.append(_Pump(name, driver.poll, q, self.stop_event, self.errors))
+        if rig.camera is not None:
+            q = DropQueue(queue_frames)
+            self.queues["camera"] = q
+            self._pumps.append(
+                _Pump("camera", _frames(rig.camera), q, self.stop_event, self.errors))
+        if rig.markers is not None:
+            q = DropQueue(256)
+            self.queues["markers"] = q
+            self._pumps.append(_Pump("markers", rig.markers.poll, q, self.stop_event, self.errors))
+
+    def start(self) -> None:
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        self.rig.start()
+        for p in self._pumps:
+            p.start()
+
+    def dispatch(self, timeout_s: float) -> int:
+        """Hand everything queued to the sinks; returns how many items moved."""
+        moved = 0
+        for name, q in self.queues.items():
+            items = q.drain()
+            moved += len(items)
+            for item in items:
+                for sink in self.sinks:
+                    if name == "camera":
+                        sink.on_frame(item)
+                    elif name == "markers":
+                        sink.on_marker(item)
+                    else:
+                        sink.on_block(item)
+        if not moved:
+            time.sleep(timeout_s)
+        return moved
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for p in self._pumps:
+            p.join(timeout=2.0)
+        while self.dispatch(0.0):
+            pass
+        self.rig.stop()
+
+
+def _status_line(elapsed_s: float, tally: StreamTally, rig: Any, last: dict[str, int]) -> str:
+    parts = [f"t={elapsed_s:6.1f}s"]
+    for name, t in sorted(tally.tallies.items()):
+        rate = t.received - last.get(name, 0)
+        last[name] = t.received
+        unit = "fps" if name == "camera" else "Hz"
+        parts.append(f"{name} {rate:5d} {unit} drops {t.dropped + rig.dropped(name)}")
+    if tally.markers:
+        m = tally.markers[-1]
+        parts.append(f"marker {m.code}")
+    return " | ".join(parts)
+
+
+def summarise(tally: StreamTally, rig: Any, runtime: Runtime, cpu_s: float, wall_s: float,
+              rss_mb: float) -> dict[str, Any]:
+    streams = {}
+    for name in rig.stream_names():
+        t = tally.tallies.get(name, Tally())
+        q = runtime.queues.get(name)
+        lost_in_queue = q.dropped_weight if q else 0
+        streams[name] = {
+            "expected": t.expected,
+            "received": t.received,
+            "dropped": t.dropped + lost_in_queue + rig.dropped(name),
+        }
+    return {
+        "streams": streams,
+        "markers": len(tally.markers),
+        "cpu_percent": round(100.0 * cpu_s / wall_s, 1) if wall_s else 0.0,
+        "cpu_count": psutil.cpu_count(),
+        "rss_mb": round(rss_mb, 1),
+        "duration_s": round(wall_s, 2),
+        "errors": runtime.errors[:20],
+    }
+
+
+def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: bool = False,
+        record_dir: str | None = None) -> int:
+    """Run the rig until ``duration_s`` passes (0: until interrupted)."""
+    from edge.rig import open_rig
+
+    rig = open_rig(cfg, duration_s=duration_s)
+    tally = StreamTally()
+    sinks: list[Sink] = [tally]
+    recorder = None
+    if cfg.rig["record"]:
+        from edge.recording_sink import open_recording_sink
+
+        out_dir = Path(record_dir or cfg.rig["data_dir"])
+        recorder = open_recording_sink(out_dir, rig, cfg)
+        sinks.append(recorder)
+    runtime = Runtime(rig, sinks)
+    proc = psutil.Process(os.getpid())
+    cpu0 = sum(proc.cpu_times()[:2])
+    t0 = time.monotonic()
+    out = sys.stderr if as_json else sys.stdout
+    last: dict[str, int] = {}
+    next_status = t0 + 1.0
+    rss_peak = 0.0
+    runtime.start()
+    try:
+        while duration_s <= 0 or time.monotonic() - t0 < duration_s:
+            runtime.dispatch(0.01)
+            now = time.monotonic()
+            if now >= next_status:
+                next_status += 1.0
+                rss_peak = max(rss_peak, proc.memory_info().rss / 2**20)
+                if not quiet:
+                    print(_status_line(now - t0, tally, rig, last), file=out, flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runtime.stop()
+        wall = time.monotonic() - t0
+        cpu = sum(proc.cpu_times()[:2]) - cpu0
+        rss_peak = max(rss_peak, proc.memory_info().rss / 2**20)
+        if recorder is not None:
+            recorder.close()
+        rig.close()
+    summary = summarise(tally, rig, runtime, cpu, wall, rss_peak)
+    if recorder is not None:
+        summary["recording"] = str(recorder.path)
+    if not quiet:
+        for e in runtime.errors[:5]:
+            print(f"error: {e}", file=out)
+    if as_json:
+        print(json.dumps(summary), flush=True)
+    else:
+        print(_human_summary(summary), flush=True)
+    return 0
+
+
+def _human_summary(summary: dict[str, Any]) -> str:
+    lines = [f"ran {summary['duration_s']} s, CPU {summary['cpu_percent']}% of one core, "
+             f"peak RSS {summary['rss_mb']} MB, {summary['markers']} markers"]
+    for name, s in summary["streams"].items():
+        lines.append(f"  {name:7s} expected {s['expected']:8d} received {s['received']:8d} "
+                     f"dropped {s['dropped']}")
+    if "recording" in summary:
+        lines.append(f"  recording: {summary['recording']}")
+    return "\n".join(lines)
+
+
+__all__ = ["Runtime", "StreamTally", "run", "monotonic_ns"]
