@@ -1,0 +1,1 @@
+"""MQTT delivery: topics, versioned JSON payloads, a durable outbox, commands."""
