@@ -1,0 +1,478 @@
+"""Lossless recorder: every block, frame, marker and state change into one MCAP file.
+
+Acquisition threads call ``write_*``: they only put a reference on a bounded queue and
+never block or raise (a full queue drops the item and counts it). One writer thread
+encodes, groups messages into a chunk and, at least every ``chunk_period_s``, writes the
+chunk, flushes and fsyncs, so a SIGKILL or power cut loses at most the last second.
+
+A write error (disk full, I/O error) sets ``status`` to ``"error: <reason>"``, abandons
+the file (its intact chunks stay readable), keeps the unwritten messages (bounded by
+``defer_limit_bytes``, beyond that drops and counts) and retries every ``retry_period_s``
+in a new segment file ``<stem>.segNNN<suffix>``. The arrays handed over must not be
+modified afterwards (drivers build fresh arrays per block).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from mcap.writer import CompressionType, IndexType, Writer
+
+from edge.recording_format import (
+    BLOCK_ENCODING,
+    CAMERA_TOPIC,
+    CLOCK_TOPIC,
+    CODECS,
+    EVENTS_TOPIC,
+    FORMAT_VERSION,
+    FRAME_ENCODING,
+    FRAME_SCHEMA,
+    JSON_ENCODING,
+    JSON_SCHEMAS,
+    JSON_TOPICS,
+    MARKERS_TOPIC,
+    META_NAME,
+    PROFILE,
+    STATUS_TOPIC,
+    Recording,
+    block_schema,
+    encode_block,
+    encode_frame,
+    encode_json,
+    open_recording,
+    segment_path,
+    stream_info_to_json,
+    stream_topic,
+)
+from sensors.blocks import Frame, Marker, SampleBlock, StreamInfo, monotonic_ns
+
+Opener = Callable[[Path], IO[bytes]]
+
+_NO_AUTO_CHUNK = 1 << 62  # chunks close only when this recorder says so
+
+
+@dataclass
+class RecorderCounters:
+    """Never reset during a session; ``dropped_*`` count what never reached the disk."""
+
+    queued: int = 0
+    written_messages: int = 0
+    written_bytes: int = 0  # bytes handed to the file (compressed)
+    chunks: int = 0
+    fsyncs: int = 0
+    segments: int = 0
+    write_errors: int = 0
+    encode_errors: int = 0
+    dropped_queue: int = 0  # queue full: the writer fell behind
+    dropped_error: int = 0  # deferred data over its bound while the disk failed
+    dropped_unknown: int = 0  # block for a stream not declared at open
+    dropped_samples: dict[str, int] = field(default_factory=dict)
+    dropped_frames: int = 0
+    queue_high_water: int = 0
+    busy_s: float = 0.0  # writer time spent encoding and writing
+
+
+@dataclass
+class _Item:
+    kind: str  # "block", "frame", "json"
+    topic: str
+    obj: Any
+    nbytes: int
+    enqueued_ns: int
+
+
+@dataclass
+class _Pending:
+    topic: str
+    log_time: int
+    publish_time: int
+    sequence: int
+    data: bytes
+
+
+def _default_open(path: Path) -> IO[bytes]:
+    return open(path, "xb", buffering=1 << 20)
+
+
+def _fsync_file(f: IO[bytes]) -> bool:
+    try:
+        fd = f.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False  # a stream without a descriptor (tests, pipes)
+    os.fsync(fd)
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    # The new file's directory entry must survive a power cut too.
+    with contextlib.suppress(OSError):
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _item_weight(obj: Any) -> int:
+    if isinstance(obj, SampleBlock):
+        return int(obj.raw.nbytes + 29 * len(obj))
+    if isinstance(obj, Frame):
+        return int(obj.luma.nbytes)
+    return 256
+
+
+class Recorder:
+    """Records sample streams, camera frames, markers and state changes to MCAP."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        streams: list[StreamInfo],
+        camera: dict[str, Any] | None = None,
+        chunk_period_s: float = 0.5,
+        queue_limit: int = 8192,
+        queue_bytes_limit: int = 128 * 2**20,
+        max_chunk_bytes: int = 16 * 2**20,
+        defer_limit_bytes: int = 128 * 2**20,
+        retry_period_s: float = 2.0,
+        opener: Opener | None = None,
+        compression: str = "zstd",
+    ) -> None:
+        self.path = Path(path)
+        self.streams = {s.name: s for s in streams}
+        self.camera = dict(camera) if camera else None
+        store = str((self.camera or {}).get("store", "lossless"))
+        if store not in CODECS:
+            raise ValueError(f"camera store {store!r}: use one of {sorted(CODECS)}")
+        self._codec = CODECS[store]
+        self._jpeg_quality = int((self.camera or {}).get("jpeg_quality", 90))
+        self.chunk_period_s = float(chunk_period_s)
+        self._queue_limit = int(queue_limit)
+        self._queue_bytes_limit = int(queue_bytes_limit)
+        self._max_chunk_bytes = int(max_chunk_bytes)
+        self._defer_limit_bytes = int(defer_limit_bytes)
+        self._retry_period_ns = int(retry_period_s * 1e9)
+        self._opener = opener or _default_open
+        self._compression = {"zstd": CompressionType.ZSTD, "lz4": CompressionType.LZ4,
+                             "none": CompressionType.NONE}[compression]
+        self.counters = RecorderCounters()
+        self.status = "ok"
+        self.segments: list[Path] = []
+        self._wall_start_ns = time.time_ns()
+        self._mono_start_ns = monotonic_ns()
+
+        self._cond = threading.Condition()
+        self._queue: deque[_Item] = deque()
+        self._queue_bytes = 0
+        self._closing = False
+        self._closed = False
+
+        self._file: IO[bytes] | None = None
+        self._writer: Writer | None = None
+        self._channel_ids: dict[str, int] = {}
+        self._sequence: dict[str, int] = {}
+        self._pending: list[_Pending] = []
+        self._pending_bytes = 0
+        self._retry_at_ns = 0
+        self._next_segment = 0
+        self.last_encode_error = ""
+
+        if self.path.exists():
+            raise FileExistsError(f"{self.path}: a recording is never overwritten")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The first segment opens now so a bad path fails at once, not on the first flush.
+        self._open_segment()
+        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ producer side
+
+    def write_block(self, block: SampleBlock) -> bool:
+        if block.stream not in self.streams:
+            with self._cond:
+                self.counters.dropped_unknown += 1
+            return False
+        return self._put("block", stream_topic(block.stream), block)
+
+    def write_frame(self, frame: Frame) -> bool:
+        return self._put("frame", CAMERA_TOPIC, frame)
+
+    def write_marker(self, marker: Marker) -> bool:
+        return self._put("json", MARKERS_TOPIC,
+                         ({"code": int(marker.code), "t_ns": int(marker.t_ns)}, marker.t_ns))
+
+    def write_clock(self, stream: str, state: dict[str, Any], t_ns: int) -> bool:
+        return self._put("json", CLOCK_TOPIC,
+                         ({"stream": stream, "t_ns": int(t_ns), "state": state}, t_ns))
+
+    def write_status(self, device: str, state: dict[str, Any], t_ns: int) -> bool:
+        return self._put("json", STATUS_TOPIC,
+                         ({"device": device, "t_ns": int(t_ns), "state": state}, t_ns))
+
+    def write_event(self, kind: str, payload: Any, t_ns: int) -> bool:
+        return self._put("json", EVENTS_TOPIC,
+                         ({"kind": kind, "t_ns": int(t_ns), "payload": payload}, t_ns))
+
+    def _put(self, kind: str, topic: str, obj: Any) -> bool:
+        nbytes = _item_weight(obj)
+        with self._cond:
+            if self._closing:
+                self._count_drop(obj, "queue")
+                return False
+            if (len(self._queue) >= self._queue_limit
+                    or self._queue_bytes + nbytes > self._queue_bytes_limit):
+                self._count_drop(obj, "queue")
+                return False
+            self._queue.append(_Item(kind, topic, obj, nbytes, monotonic_ns()))
+            self._queue_bytes += nbytes
+            self.counters.queued += 1
+            self.counters.queue_high_water = max(self.counters.queue_high_water,
+                                                 len(self._queue))
+            if self._filling():
+                self._cond.notify()
+        return True
+
+    def _filling(self) -> bool:
+        return (len(self._queue) >= self._queue_limit // 4
+                or self._queue_bytes >= self._queue_bytes_limit // 4)
+
+    def _count_drop(self, obj: Any, why: str) -> None:
+        c = self.counters
+        if why == "queue":
+            c.dropped_queue += 1
+        else:
+            c.dropped_error += 1
+        if isinstance(obj, SampleBlock):
+            c.dropped_samples[obj.stream] = c.dropped_samples.get(obj.stream, 0) + len(obj)
+        elif isinstance(obj, Frame):
+            c.dropped_frames += 1
+
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def queue_fill(self) -> float:
+        """How full the queue is, 0..1, by items or bytes (whichever is fuller)."""
+        return max(len(self._queue) / self._queue_limit,
+                   self._queue_bytes / self._queue_bytes_limit)
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            d = asdict(self.counters)
+            d["dropped_samples"] = dict(self.counters.dropped_samples)
+        d["status"] = self.status
+        d["queue_depth"] = len(self._queue)
+        d["pending_bytes"] = self._pending_bytes
+        d["segments_paths"] = [str(p) for p in self.segments]
+        busy = self.counters.busy_s
+        d["write_mb_per_s"] = round(self.counters.written_bytes / busy / 1e6, 2) if busy else 0.0
+        return d
+
+    # ------------------------------------------------------------ writer thread
+
+    def _run(self) -> None:
+        period_ns = int(self.chunk_period_s * 1e9)
+        next_flush_ns = monotonic_ns() + period_ns
+        # Drain often (encoding stays smooth) but wake for each put only when filling up.
+        drain_ns = min(period_ns, 50_000_000)
+        while True:
+            with self._cond:
+                if not self._closing and not self._filling():
+                    wait_ns = min(drain_ns, next_flush_ns - monotonic_ns())
+                    self._cond.wait(max(0.0, wait_ns / 1e9))
+                items = list(self._queue)
+                self._queue.clear()
+                self._queue_bytes = 0
+                closing = self._closing
+            t0 = time.perf_counter()
+            try:
+                for it in items:
+                    self._encode(it)
+                    if self._pending_bytes >= self._max_chunk_bytes:
+                        self._flush()  # bound chunk size (and memory) when far behind
+                now = monotonic_ns()
+                if self._pending and (now >= next_flush_ns or closing
+                                      or self._pending_bytes >= self._max_chunk_bytes):
+                    self._flush()
+                if now >= next_flush_ns:
+                    next_flush_ns = now + period_ns
+            except Exception as exc:  # the recorder must never die silently
+                self._fail(exc)
+            self.counters.busy_s += time.perf_counter() - t0
+            if closing:
+                with self._cond:
+                    if self._queue:
+                        continue
+                self._finish()
+                return
+
+    def _encode(self, it: _Item) -> None:
+        try:
+            if it.kind == "block":
+                block: SampleBlock = it.obj
+                data = encode_block(block)
+                log_time = int(block.host_t_ns[0]) if len(block) else it.enqueued_ns
+            elif it.kind == "frame":
+                frame: Frame = it.obj
+                data = encode_frame(frame, self._codec, self._jpeg_quality)
+                log_time = int(frame.t_ns)
+            else:
+                obj, t_ns = it.obj
+                data = encode_json(obj)
+                log_time = int(t_ns)
+        except (ValueError, TypeError, IndexError) as exc:
+            self.counters.encode_errors += 1
+            self.last_encode_error = str(exc)
+            return
+        if self._writer is None and self._pending_bytes + len(data) > self._defer_limit_bytes:
+            with self._cond:
+                self._count_drop(it.obj, "error")
+            return
+        seq = self._sequence.get(it.topic, 0)
+        self._sequence[it.topic] = seq + 1
+        self._pending.append(_Pending(it.topic, max(0, log_time), it.enqueued_ns, seq, data))
+        self._pending_bytes += len(data)
+
+    def _flush(self) -> None:
+        """Write the pending messages as one chunk, then flush and fsync."""
+        now = monotonic_ns()
+        if self._writer is None:
+            if now < self._retry_at_ns:
+                return  # deferred: the disk failed recently
+            if not self._open_segment():
+                return
+        assert self._writer is not None and self._file is not None
+        try:
+            w = self._writer
+            for p in self._pending:
+                w.add_message(self._channel_ids[p.topic], p.log_time, p.data,
+                              p.publish_time, p.sequence)
+            before = self._file.tell() if hasattr(self._file, "tell") else 0
+            w.flush()
+            if _fsync_file(self._file):
+                self.counters.fsyncs += 1
+            after = self._file.tell() if hasattr(self._file, "tell") else before
+        except OSError as exc:
+            self._fail(exc)
+            return
+        self.counters.written_messages += len(self._pending)
+        self.counters.written_bytes += max(0, after - before)
+        self.counters.chunks += 1
+        self._pending.clear()
+        self._pending_bytes = 0
+        self.status = "ok"
+
+    def _open_segment(self) -> bool:
+        path = segment_path(self.path, self._next_segment)
+        self._next_segment += 1
+        f: IO[bytes] | None = None
+        try:
+            f = self._opener(path)
+            w = Writer(f, chunk_size=_NO_AUTO_CHUNK, compression=self._compression,
+                       index_types=IndexType.ALL)
+            w.start(profile=PROFILE, library=f"mmme-edge recorder v{FORMAT_VERSION}")
+            w.add_metadata(META_NAME, self._metadata())
+            ids: dict[str, int] = {}
+            for name, info in self.streams.items():
+                sid = w.register_schema(f"mmme.SampleBlock/{name}", BLOCK_ENCODING,
+                                        block_schema(info))
+                ids[stream_topic(name)] = w.register_channel(
+                    stream_topic(name), BLOCK_ENCODING, sid,
+                    {"stream": name, "stream_info": stream_info_to_json(info),
+                     "fs_hz": repr(info.fs_hz)})
+            sid = w.register_schema("mmme.Frame", FRAME_ENCODING, FRAME_SCHEMA)
+            ids[CAMERA_TOPIC] = w.register_channel(
+                CAMERA_TOPIC, FRAME_ENCODING, sid, {"camera": json.dumps(self.camera or {})})
+            for topic in JSON_TOPICS:
+                schema = JSON_SCHEMAS[topic]
+                sid = w.register_schema(schema["title"], "jsonschema",
+                                        json.dumps(schema).encode())
+                ids[topic] = w.register_channel(topic, JSON_ENCODING, sid)
+            f.flush()
+            _fsync_file(f)
+            _fsync_dir(path)
+        except OSError as exc:
+            if f is not None:
+                with contextlib.suppress(Exception):
+                    f.close()
+            self._fail(exc, path)
+            return False
+        self._file, self._writer, self._channel_ids = f, w, ids
+        self.segments.append(path)
+        self.counters.segments += 1
+        return True
+
+    def _metadata(self) -> dict[str, str]:
+        return {
+            "format_version": str(FORMAT_VERSION),
+            "streams": json.dumps([json.loads(stream_info_to_json(s))
+                                   for s in self.streams.values()]),
+            "camera": json.dumps(self.camera) if self.camera else "",
+            "segment": str(self._next_segment - 1),
+            "wall_start_ns": str(self._wall_start_ns),
+            "mono_start_ns": str(self._mono_start_ns),
+        }
+
+    def _fail(self, exc: BaseException, path: Path | None = None) -> None:
+        """Abandon the current segment; keep pending data for the next one."""
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        where = f" ({path.name})" if path is not None else ""
+        self.status = f"error: {reason}{where}"
+        self.counters.write_errors += 1
+        if self._file is not None:
+            with contextlib.suppress(Exception):
+                self._file.close()  # a second error here is the same disk failing again
+        self._file = None
+        self._writer = None
+        self._retry_at_ns = monotonic_ns() + self._retry_period_ns
+
+    def _finish(self) -> None:
+        if self._pending:
+            self._retry_at_ns = 0  # last chance: try a new segment at once
+            self._flush()
+        if self._pending:
+            with self._cond:
+                self.counters.dropped_error += len(self._pending)
+            self._pending.clear()
+            self._pending_bytes = 0
+        if self._writer is None or self._file is None:
+            return
+        try:
+            self._writer.finish()
+            self._file.flush()
+            _fsync_file(self._file)
+            self._file.close()
+        except OSError as exc:
+            self._fail(exc)
+        self._file = None
+        self._writer = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def close(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Write what is queued, the summary and the footer; returns ``stats()``."""
+        with self._cond:
+            if self._closed:
+                return self.stats()
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout_s)
+        self._closed = True
+        return self.stats()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["Recorder", "RecorderCounters", "Recording", "open_recording"]
