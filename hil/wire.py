@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from multiprocessing import shared_memory
 
 import numpy as np
 
@@ -23,26 +24,69 @@ MARKER_STROBE = "marker_strobe"
 
 
 class Net:
-    """One digital net (or an 8-bit bus treated as one value)."""
+    """One digital net (or an 8-bit bus treated as one value).
 
-    def __init__(self, name: str, initial: int = 0, capacity: int = 8192) -> None:
+    Transitions live in a ring of ``capacity`` slots. The ring can sit in shared memory
+    (:meth:`shared`, then :meth:`attach` in another process) so an emulator running in
+    the EEG acquisition process samples the same wire the host drives: one writer
+    process, any number of readers. Readers search the ring in place, without copying.
+    """
+
+    def __init__(self, name: str, initial: int = 0, capacity: int = 8192,
+                 _shm: shared_memory.SharedMemory | None = None) -> None:
         self.name = name
         self._cap = capacity
-        self._t = np.full(capacity, np.iinfo(np.int64).min, dtype=np.int64)
-        self._v = np.zeros(capacity, dtype=np.int64)
-        self._n = 0  # total transitions ever driven
         self._initial = int(initial)
+        self._shm = _shm
+        if _shm is None:
+            buf = np.zeros(1 + 2 * capacity, dtype=np.int64)
+        else:
+            buf = np.ndarray((1 + 2 * capacity,), dtype=np.int64, buffer=_shm.buf)
+        self._count = buf[0:1]  # total transitions ever driven
+        self._t = buf[1: 1 + capacity]
+        self._v = buf[1 + capacity:]
         self._cond = threading.Condition()
+
+    @classmethod
+    def shared(cls, name: str, initial: int = 0, capacity: int = 8192) -> Net:
+        shm = shared_memory.SharedMemory(create=True, size=8 * (1 + 2 * capacity))
+        net = cls(name, initial, capacity, _shm=shm)
+        net._count[0] = 0
+        return net
+
+    def handle(self) -> tuple[str, int, int, str]:
+        """What another process needs to :meth:`attach` (shared nets only)."""
+        if self._shm is None:
+            raise ValueError(f"net {self.name} is not in shared memory")
+        return (self.name, self._initial, self._cap, self._shm.name)
+
+    @classmethod
+    def attach(cls, handle: tuple[str, int, int, str]) -> Net:
+        name, initial, capacity, shm_name = handle
+        return cls(name, initial, capacity, _shm=shared_memory.SharedMemory(name=shm_name))
+
+    def close(self, unlink: bool = False) -> None:
+        if self._shm is not None:
+            self._count = self._t = self._v = np.zeros(0, dtype=np.int64)
+            self._shm.close()
+            if unlink:
+                self._shm.unlink()
+            self._shm = None
+
+    @property
+    def _n(self) -> int:
+        return int(self._count[0])
 
     def drive(self, t_ns: int, value: int) -> None:
         """Append a transition at ``t_ns`` (must not precede the last one)."""
         with self._cond:
-            if self._n and t_ns < self._last_t():
+            n = self._n
+            if n and t_ns < int(self._t[(n - 1) % self._cap]):
                 raise ValueError(f"net {self.name}: transition at {t_ns} before the last one")
-            i = self._n % self._cap
+            i = n % self._cap
             self._t[i] = t_ns
             self._v[i] = int(value)
-            self._n += 1
+            self._count[0] = n + 1  # publish after the slot is written
             self._cond.notify_all()
 
     def schedule(self, times_ns: Sequence[int], values: Sequence[int]) -> None:
@@ -50,56 +94,78 @@ class Net:
         for t, v in zip(times_ns, values, strict=True):
             self.drive(int(t), int(v))
 
-    def _last_t(self) -> int:
-        return int(self._t[(self._n - 1) % self._cap])
-
-    def _snapshot(self) -> tuple[np.ndarray, np.ndarray]:
-        with self._cond:
-            n = min(self._n, self._cap)
-            start = self._n - n
-            idx = (np.arange(start, self._n) % self._cap) if n else np.zeros(0, dtype=np.int64)
-            return self._t[idx].copy(), self._v[idx].copy()
+    def _segments(self) -> tuple[int, list[tuple[np.ndarray, np.ndarray]]]:
+        """The ring as (older, newer) sorted views, oldest first, and the count."""
+        n = self._n
+        if n <= self._cap:
+            return n, [(self._t[:n], self._v[:n])]
+        p = n % self._cap
+        return n, [(self._t[p:], self._v[p:]), (self._t[:p], self._v[:p])]
 
     def value_at(self, t_ns: np.ndarray | int) -> np.ndarray:
-        """The net's value at each host time (vectorised)."""
-        times, values = self._snapshot()
+        """The net's value at each host time (vectorised, no copy of the history)."""
         t = np.asarray(t_ns, dtype=np.int64)
-        if times.size == 0:
-            return np.full(t.shape, self._initial, dtype=np.int64)
-        pos = np.searchsorted(times, t, side="right") - 1
-        out = np.where(pos >= 0, values[np.clip(pos, 0, None)], self._initial)
-        return out.astype(np.int64)
+        out = np.full(t.shape, self._initial, dtype=np.int64)
+        _, segments = self._segments()
+        for times, values in segments:  # later segments overwrite earlier answers
+            if times.size == 0:
+                continue
+            pos = np.searchsorted(times, t, side="right") - 1
+            hit = pos >= 0
+            out = np.where(hit, values[np.clip(pos, 0, None)], out)
+        return out
 
     def transitions(self, after_ns: int, until_ns: int) -> tuple[np.ndarray, np.ndarray]:
         """Transitions with after_ns < t <= until_ns, in order."""
-        times, values = self._snapshot()
-        lo = np.searchsorted(times, after_ns, side="right")
-        hi = np.searchsorted(times, until_ns, side="right")
-        return times[lo:hi], values[lo:hi]
+        _, segments = self._segments()
+        ts, vs = [], []
+        for times, values in segments:
+            lo = np.searchsorted(times, after_ns, side="right")
+            hi = np.searchsorted(times, until_ns, side="right")
+            ts.append(times[lo:hi].copy())
+            vs.append(values[lo:hi].copy())
+        return np.concatenate(ts), np.concatenate(vs)
 
     def next_transition_after(self, t_ns: int) -> int | None:
-        times, _ = self._snapshot()
-        i = np.searchsorted(times, t_ns, side="right")
-        return int(times[i]) if i < times.size else None
+        _, segments = self._segments()
+        for times, _ in segments:
+            i = np.searchsorted(times, t_ns, side="right")
+            if i < times.size:
+                return int(times[i])
+        return None
 
     def wait_change(self, timeout_s: float) -> None:
-        """Sleep until someone drives the net or the timeout passes."""
+        """Sleep until someone in this process drives the net, or the timeout passes."""
         with self._cond:
             self._cond.wait(timeout_s)
 
 
 class Wire:
-    """The rig's trigger harness: named nets shared by the host and every emulator."""
+    """The rig's trigger harness: named nets shared by the host and every emulator.
 
-    def __init__(self) -> None:
-        self.nets: dict[str, Net] = {
-            SYNC: Net(SYNC),
-            MARKER: Net(MARKER),
-            MARKER_STROBE: Net(MARKER_STROBE),
-        }
+    With ``shared=True`` the nets live in shared memory, so emulators in another process
+    (the EEG acquisition process) see the same wire: pass :meth:`handles` there and
+    rebuild it with :meth:`attach`.
+    """
+
+    def __init__(self, shared: bool = False, nets: dict[str, Net] | None = None) -> None:
+        make = Net.shared if shared else Net
+        self.nets: dict[str, Net] = nets or {n: make(n) for n in (SYNC, MARKER, MARKER_STROBE)}
+        self._owner = shared and nets is None
 
     def __getitem__(self, name: str) -> Net:
         return self.nets[name]
+
+    def handles(self) -> dict[str, tuple[str, int, int, str]]:
+        return {name: net.handle() for name, net in self.nets.items()}
+
+    @classmethod
+    def attach(cls, handles: dict[str, tuple[str, int, int, str]]) -> Wire:
+        return cls(nets={name: Net.attach(h) for name, h in handles.items()})
+
+    def close(self) -> None:
+        for net in self.nets.values():
+            net.close(unlink=self._owner)
 
 
 class SimOutputLine:

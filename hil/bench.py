@@ -1,0 +1,113 @@
+"""The simulated bench: every device's simulator, wired together, behind the real seams.
+
+``SimBench`` builds what a Pi rig has on its pins and ports, but simulated: ADS1299
+emulators (SPI buses, DRDY line, RESET/START pins), the sensor hub's MCU on a real
+pseudo-terminal, a camera looking at a rendered face, and the trigger harness (the
+host's sync output, the stimulus PC's marker code and strobe). All of them follow one
+scenario with known ground truth, each on its own drifting crystal. ``edge.rig`` asks
+the bench for seams and puts the same drivers on them as on hardware.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hil.crystal import Crystal
+from hil.marker_source import schedule_markers
+from hil.scenario import Scenario, generate
+from hil.sim_ads1299 import Ads1299Emulator, shared_reset_line, shared_start_line
+from hil.sim_camera import SimCamera
+from hil.sim_hub import HubEmulator
+from hil.wire import MARKER, MARKER_STROBE, SYNC, SimEdgeInput, SimInputBus, SimOutputLine, Wire
+from sensors.blocks import Marker, monotonic_ns
+
+LEAD_IN_S = 0.5  # scenario t = 0 this long after the bench is built (drivers open first)
+
+
+def load_scenario(sim: dict[str, Any], duration_s: float) -> Scenario:
+    """The config's scenario file, or one generated from its seed for this duration."""
+    if sim.get("scenario"):
+        return Scenario.load(sim["scenario"])
+    length = duration_s if duration_s > 0 else 600.0
+    return generate(length, n_events=int(sim["n_events"]), seed=int(sim["seed"]))
+
+
+@dataclass
+class SimBench:
+    """Simulators for one rig config; build with :meth:`from_config`."""
+
+    scenario: Scenario
+    t0_ns: int
+    wire: Wire
+    eeg_chips: list[Ads1299Emulator] = field(default_factory=list)
+    hub: HubEmulator | None = None
+    camera: SimCamera | None = None
+    expected_markers: list[Marker] = field(default_factory=list)
+
+    @classmethod
+    def from_config(cls, cfg: Any, duration_s: float = 0.0,
+                    scenario: Scenario | None = None) -> SimBench:
+        sim = cfg.sim
+        scenario = scenario or load_scenario(sim, duration_s)
+        t0 = monotonic_ns() + int(LEAD_IN_S * 1e9)
+        wire = Wire()
+        bench = cls(scenario=scenario, t0_ns=t0, wire=wire)
+        seed = int(sim["seed"])
+        if cfg.eeg["enabled"]:
+            crystal = Crystal(ppm=float(sim["eeg_drift_ppm"]), origin_host_ns=t0)
+            names = list(cfg.eeg["channels"])
+            bench.eeg_chips = [
+                Ads1299Emulator(crystal, wire, scenario, seed=seed, chip_index=i, t0_ns=t0,
+                                channels=tuple(names[8 * i: 8 * i + 8]))
+                for i in range(len(cfg.eeg["spi_devices"]))
+            ]
+        if cfg.hub["enabled"]:
+            crystal = Crystal(ppm=float(sim["hub_drift_ppm"]), origin_host_ns=t0)
+            bench.hub = HubEmulator(scenario, crystal, wire, seed=seed,
+                                    fs_hz=int(cfg.hub["fs_hz"]), t0_ns=t0)
+        if cfg.camera["enabled"]:
+            crystal = Crystal(ppm=float(sim["camera_drift_ppm"]), origin_host_ns=t0)
+            bench.camera = SimCamera(scenario, fps=float(cfg.camera["fps"]),
+                                     width=int(cfg.camera["width"]),
+                                     height=int(cfg.camera["height"]),
+                                     seed=seed, crystal=crystal, wire=wire, t0_ns=t0)
+        bench.expected_markers = schedule_markers(wire, scenario.markers, t0)
+        return bench
+
+    # -- the seams, as edge.rig asks for them ----------------------------------------
+    def eeg_spi(self) -> list[Ads1299Emulator]:
+        return list(self.eeg_chips)
+
+    def eeg_drdy(self) -> Any:
+        return self.eeg_chips[0].drdy_line()
+
+    def eeg_reset(self) -> Any:
+        return shared_reset_line(*self.eeg_chips)
+
+    def eeg_start(self) -> Any:
+        return shared_start_line(*self.eeg_chips)
+
+    def hub_port(self) -> str:
+        if self.hub is None:
+            raise RuntimeError("the bench has no hub")
+        return self.hub.port
+
+    def sync_out(self) -> SimOutputLine:
+        return SimOutputLine(self.wire[SYNC])
+
+    def marker_strobe(self) -> SimEdgeInput:
+        return SimEdgeInput(self.wire[MARKER_STROBE])
+
+    def marker_bus(self) -> SimInputBus:
+        return SimInputBus(self.wire[MARKER])
+
+    def write_ground_truth(self, path: str | Path) -> None:
+        self.scenario.write_ground_truth(path)
+
+    def close(self) -> None:
+        if self.hub is not None:
+            self.hub.close()
+        for chip in self.eeg_chips:
+            chip.close()
