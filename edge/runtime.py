@@ -7,6 +7,7 @@ owns the threads. It knows nothing of simulation: ``edge.rig`` hands it devices.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -85,10 +86,10 @@ class _Pump(threading.Thread):
     def __init__(self, name: str, pull: Callable[[float], Iterable[Any]], out: DropQueue,
                  stop: threading.Event, errors: list[str]) -> None:
         super().__init__(name=f"acq-{name}", daemon=True)
-        self._pull, self._out, self._stop, self._errors = pull, out, stop, errors
+        self._pull, self._out, self._halt, self._errors = pull, out, stop, errors
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 for item in self._pull(0.05):
                     self._out.put(item)
@@ -155,12 +156,35 @@ class Runtime:
         return moved
 
     def stop(self) -> None:
+        self.rig.stop()  # devices first, so the pumps collect their last samples
+        time.sleep(0.1)
         self.stop_event.set()
         for p in self._pumps:
             p.join(timeout=2.0)
         while self.dispatch(0.0):
             pass
-        self.rig.stop()
+
+
+def _tree(proc: psutil.Process) -> list[psutil.Process]:
+    """The rig process and its live children (the EEG acquisition process)."""
+    return [proc, *proc.children(recursive=True)]
+
+
+def _tree_cpu_s(proc: psutil.Process) -> float:
+    total = 0.0
+    for p in _tree(proc):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def _tree_rss_mb(proc: psutil.Process) -> float:
+    total = 0
+    for p in _tree(proc):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += p.memory_info().rss
+    return total / 2**20
 
 
 def _status_line(elapsed_s: float, tally: StreamTally, rig: Any, last: dict[str, int]) -> str:
@@ -183,10 +207,12 @@ def summarise(tally: StreamTally, rig: Any, runtime: Runtime, cpu_s: float, wall
         t = tally.tallies.get(name, Tally())
         q = runtime.queues.get(name)
         lost_in_queue = q.dropped_weight if q else 0
+        # Device-side losses show as counter gaps at the consumer too: count them once.
         streams[name] = {
             "expected": t.expected,
             "received": t.received,
-            "dropped": t.dropped + lost_in_queue + rig.dropped(name),
+            "dropped": max(t.dropped, rig.dropped(name) + lost_in_queue),
+            "detail": rig.counter_detail(name),
         }
     return {
         "streams": streams,
@@ -216,7 +242,7 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
         sinks.append(recorder)
     runtime = Runtime(rig, sinks)
     proc = psutil.Process(os.getpid())
-    cpu0 = sum(proc.cpu_times()[:2])
+    cpu0 = _tree_cpu_s(proc)
     t0 = time.monotonic()
     out = sys.stderr if as_json else sys.stdout
     last: dict[str, int] = {}
@@ -229,7 +255,7 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
             now = time.monotonic()
             if now >= next_status:
                 next_status += 1.0
-                rss_peak = max(rss_peak, proc.memory_info().rss / 2**20)
+                rss_peak = max(rss_peak, _tree_rss_mb(proc))
                 if not quiet:
                     print(_status_line(now - t0, tally, rig, last), file=out, flush=True)
     except KeyboardInterrupt:
@@ -237,8 +263,8 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
     finally:
         runtime.stop()
         wall = time.monotonic() - t0
-        cpu = sum(proc.cpu_times()[:2]) - cpu0
-        rss_peak = max(rss_peak, proc.memory_info().rss / 2**20)
+        cpu = _tree_cpu_s(proc) - cpu0
+        rss_peak = max(rss_peak, _tree_rss_mb(proc))
         if recorder is not None:
             recorder.close()
         rig.close()
@@ -266,4 +292,4 @@ def _human_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Runtime", "StreamTally", "run", "monotonic_ns"]
+__all__ = ["Runtime", "StreamTally", "monotonic_ns", "run"]

@@ -10,6 +10,8 @@ the bench for seams and puts the same drivers on them as on hardware.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from hil.sim_ads1299 import Ads1299Emulator, shared_reset_line, shared_start_lin
 from hil.sim_camera import SimCamera
 from hil.sim_hub import HubEmulator
 from hil.wire import MARKER, MARKER_STROBE, SYNC, SimEdgeInput, SimInputBus, SimOutputLine, Wire
+from sensors.ads1299 import Ads1299, Ads1299Settings
 from sensors.blocks import Marker, monotonic_ns
 
 LEAD_IN_S = 0.5  # scenario t = 0 this long after the bench is built (drivers open first)
@@ -34,6 +37,32 @@ def load_scenario(sim: dict[str, Any], duration_s: float) -> Scenario:
     return generate(length, n_events=int(sim["n_events"]), seed=int(sim["seed"]))
 
 
+@dataclass(frozen=True)
+class EegSim:
+    """Everything the EEG acquisition process needs to build its emulated chips."""
+
+    scenario: Scenario
+    t0_ns: int
+    ppm: float
+    seed: int
+    wire: dict[str, tuple[str, int, int, str]]  # shared-memory handles of the wire
+
+
+def build_sim_eeg(sim: EegSim, settings: Ads1299Settings) -> Ads1299:
+    """The real ADS1299 driver on emulated chips; runs inside the acquisition process."""
+    wire = Wire.attach(sim.wire)
+    crystal = Crystal(ppm=sim.ppm, origin_host_ns=sim.t0_ns)
+    names = tuple(settings.channels)
+    chips = [
+        Ads1299Emulator(crystal, wire, sim.scenario, seed=sim.seed, chip_index=i,
+                        t0_ns=sim.t0_ns, channels=names[8 * i: 8 * i + 8])
+        for i in range(settings.n_chips)
+    ]
+    start = shared_start_line(*chips) if settings.n_chips > 1 else None
+    return Ads1299(chips, chips[0].drdy_line(), settings, reset=shared_reset_line(*chips),
+                   start_pin=start)
+
+
 @dataclass
 class SimBench:
     """Simulators for one rig config; build with :meth:`from_config`."""
@@ -41,7 +70,7 @@ class SimBench:
     scenario: Scenario
     t0_ns: int
     wire: Wire
-    eeg_chips: list[Ads1299Emulator] = field(default_factory=list)
+    eeg: EegSim | None = None
     hub: HubEmulator | None = None
     camera: SimCamera | None = None
     expected_markers: list[Marker] = field(default_factory=list)
@@ -52,17 +81,11 @@ class SimBench:
         sim = cfg.sim
         scenario = scenario or load_scenario(sim, duration_s)
         t0 = monotonic_ns() + int(LEAD_IN_S * 1e9)
-        wire = Wire()
+        wire = Wire(shared=True)  # the EEG emulators sample it from their own process
         bench = cls(scenario=scenario, t0_ns=t0, wire=wire)
         seed = int(sim["seed"])
         if cfg.eeg["enabled"]:
-            crystal = Crystal(ppm=float(sim["eeg_drift_ppm"]), origin_host_ns=t0)
-            names = list(cfg.eeg["channels"])
-            bench.eeg_chips = [
-                Ads1299Emulator(crystal, wire, scenario, seed=seed, chip_index=i, t0_ns=t0,
-                                channels=tuple(names[8 * i: 8 * i + 8]))
-                for i in range(len(cfg.eeg["spi_devices"]))
-            ]
+            bench.eeg = EegSim(scenario, t0, float(sim["eeg_drift_ppm"]), seed, wire.handles())
         if cfg.hub["enabled"]:
             crystal = Crystal(ppm=float(sim["hub_drift_ppm"]), origin_host_ns=t0)
             bench.hub = HubEmulator(scenario, crystal, wire, seed=seed,
@@ -77,17 +100,11 @@ class SimBench:
         return bench
 
     # -- the seams, as edge.rig asks for them ----------------------------------------
-    def eeg_spi(self) -> list[Ads1299Emulator]:
-        return list(self.eeg_chips)
-
-    def eeg_drdy(self) -> Any:
-        return self.eeg_chips[0].drdy_line()
-
-    def eeg_reset(self) -> Any:
-        return shared_reset_line(*self.eeg_chips)
-
-    def eeg_start(self) -> Any:
-        return shared_start_line(*self.eeg_chips)
+    def eeg_factory(self, settings: Ads1299Settings) -> Callable[[], Ads1299]:
+        """A picklable recipe for the EEG driver on emulated chips."""
+        if self.eeg is None:
+            raise RuntimeError("the bench has no EEG")
+        return functools.partial(build_sim_eeg, self.eeg, settings)
 
     def hub_port(self) -> str:
         if self.hub is None:
@@ -109,5 +126,4 @@ class SimBench:
     def close(self) -> None:
         if self.hub is not None:
             self.hub.close()
-        for chip in self.eeg_chips:
-            chip.close()
+        self.wire.close()

@@ -74,6 +74,10 @@ TEST_SIGNALS = {"1x_slow": 0b000, "1x_fast": 0b001, "1x_dc": 0b011,
 DEFAULT_CHANNELS = ("Fp1", "Fp2", "C3", "C4", "P7", "P8", "O1", "O2")
 # Read-only bits masked out when verifying a configuration by read-back.
 _READBACK_MASK = {CONFIG3: 0xFE, GPIO: 0x0F, LOFF_STATP: 0x00, LOFF_STATN: 0x00}
+# A read that completes this many sample periods after its DRDY edge may hold the next
+# sample: the chip replaces its one frame at the next DRDY. The margin covers the
+# edge-to-edge spread of a +-200 ppm crystal, not scheduling.
+LATE_READ_PERIODS = 0.98
 
 
 @dataclass(frozen=True)
@@ -442,7 +446,7 @@ class Ads1299:
         self._last_edge_ns = t_edge
         self._last_seq = self._seq_seen = edges[-1].seq
         frame = b"".join(bus.xfer(bytes(FRAME_BYTES)) for bus in self._spi)
-        if monotonic_ns() - t_edge > 0.9 * self._period_ns:
+        if monotonic_ns() - t_edge > LATE_READ_PERIODS * self._period_ns:
             # The next DRDY may have replaced (or torn) this frame while we read it.
             self.counters.extra["late_read"] += 1
             self.counters.dropped += 1

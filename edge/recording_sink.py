@@ -1,0 +1,47 @@
+"""The recorder as a runtime sink: names the file, feeds it every block, frame, marker."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edge.config import RigConfig
+from edge.recorder import Recorder
+from sensors.blocks import Frame, Marker, SampleBlock
+
+
+class RecordingSink:
+    def __init__(self, recorder: Recorder, record_frames: bool) -> None:
+        self.recorder = recorder
+        self.path = recorder.path
+        self._frames = record_frames
+
+    def on_block(self, block: SampleBlock) -> None:
+        self.recorder.write_block(block)
+
+    def on_frame(self, frame: Frame) -> None:
+        if self._frames:
+            self.recorder.write_frame(frame)
+
+    def on_marker(self, marker: Marker) -> None:
+        self.recorder.write_marker(marker)
+
+    def close(self) -> dict[str, Any]:
+        return self.recorder.close()
+
+
+def recording_path(out_dir: Path, rig_id: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return out_dir / f"{rig_id}_{stamp}.mcap"
+
+
+def open_recording_sink(out_dir: Path, rig: Any, cfg: RigConfig) -> RecordingSink:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store = cfg.rig["camera_store"]
+    camera = None
+    if rig.camera is not None and store != "none":
+        camera = {"store": store, "width": int(cfg.camera["width"]),
+                  "height": int(cfg.camera["height"]), "fps": float(cfg.camera["fps"])}
+    recorder = Recorder(recording_path(out_dir, cfg.rig["id"]), rig.stream_infos(), camera=camera)
+    return RecordingSink(recorder, record_frames=camera is not None)

@@ -1,0 +1,167 @@
+"""The composition root: the one place that turns a config into devices.
+
+Each device's ``backend`` key picks a real backend (spidev, gpiod / RPi.GPIO /
+Jetson.GPIO, pyserial, picamera2 / OpenCV) or the simulated bench (``sim``); either
+way the same drivers sit on the seams, and nothing downstream knows which it got.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.acquisition import ProcessDriver
+from edge.config import RigConfig
+from sensors.ads1299 import Ads1299, Ads1299Settings
+from sensors.hub import Hub, HubSettings
+from sensors.trigger import MarkerReader, SyncPulser
+
+EEG_RT_PRIORITY = 50  # SCHED_FIFO for the DRDY reader where allowed
+PULSER_RT_PRIORITY = 60
+
+
+def eeg_settings(cfg: RigConfig) -> Ads1299Settings:
+    eeg = cfg.eeg
+    return Ads1299Settings(
+        fs_hz=int(eeg["fs_hz"]), gains=int(eeg["gain"]), channels=tuple(eeg["channels"]),
+        n_chips=len(eeg["spi_devices"]), inputs=str(eeg["input"]), bias=bool(eeg["bias"]),
+        srb1=bool(eeg["srb1"]), lead_off=bool(eeg["lead_off"]),
+    )
+
+
+def build_spidev_eeg(eeg: dict[str, Any], gpio: dict[str, Any],
+                     settings: Ads1299Settings) -> Ads1299:
+    """The ADS1299 on real SPI and a real DRDY line; runs inside the acquisition process."""
+    from sensors.gpio import open_edge_input, open_output
+    from sensors.spi import SpidevBus
+
+    buses = [SpidevBus(int(eeg["spi_bus"]), int(d), int(eeg["spi_hz"]))
+             for d in eeg["spi_devices"]]
+    drdy = open_edge_input(gpio["backend"], gpio["chip"], int(eeg["drdy_line"]),
+                           edge="falling", event_buffer_size=1024)
+    reset = (open_output(gpio["backend"], gpio["chip"], int(eeg["reset_line"]), initial=1)
+             if int(eeg["reset_line"]) >= 0 else None)
+    return Ads1299(buses, drdy, settings, reset=reset)
+
+
+@dataclass
+class Rig:
+    """The devices of one rig, opened, with one lifecycle."""
+
+    eeg: Any | None = None
+    hub: Hub | None = None
+    camera: Any | None = None
+    markers: MarkerReader | None = None
+    pulser: SyncPulser | None = None
+    bench: Any | None = None  # the simulated bench, when any device is simulated
+    _closers: list[Any] = field(default_factory=list)
+
+    def sample_drivers(self) -> dict[str, Any]:
+        return {name: d for name, d in (("eeg", self.eeg), ("hub", self.hub)) if d is not None}
+
+    def stream_names(self) -> list[str]:
+        return [*self.sample_drivers(), *(["camera"] if self.camera is not None else [])]
+
+    def stream_infos(self) -> list[Any]:
+        return [d.info for d in self.sample_drivers().values() if d.info is not None]
+
+    def dropped(self, name: str) -> int:
+        dev = {"eeg": self.eeg, "hub": self.hub, "camera": self.camera}.get(name)
+        counters = getattr(dev, "counters", None)
+        return int(counters.dropped) if counters is not None else 0
+
+    def counter_detail(self, name: str) -> dict[str, int]:
+        dev = {"eeg": self.eeg, "hub": self.hub, "camera": self.camera}.get(name)
+        c = getattr(dev, "counters", None)
+        if c is None:
+            return {}
+        return {"dropped": c.dropped, "errors": c.errors, "resyncs": c.resyncs,
+                **{k: v for k, v in c.extra.items() if v}}
+
+    def start(self) -> None:
+        if self.pulser is not None:
+            self.pulser.start()
+        for d in self.sample_drivers().values():
+            d.start()
+        if self.camera is not None:
+            self.camera.start()
+
+    def stop(self) -> None:
+        for d in self.sample_drivers().values():
+            with contextlib.suppress(Exception):
+                d.stop()
+        if self.camera is not None:
+            with contextlib.suppress(Exception):
+                self.camera.stop()
+        if self.pulser is not None:
+            self.pulser.stop()
+
+    def close(self) -> None:
+        for thing in (self.eeg, self.hub, self.camera, *self._closers, self.bench):
+            if thing is not None and hasattr(thing, "close"):
+                with contextlib.suppress(Exception):
+                    thing.close()
+
+
+def _camera(cfg: RigConfig, bench: Any) -> Any:
+    cam = cfg.camera
+    if cam["backend"] == "sim":
+        return bench.camera
+    if cam["backend"] == "picamera2":
+        from sensors.camera import Picamera2Source
+
+        return Picamera2Source(int(cam["device"]), int(cam["width"]), int(cam["height"]),
+                               float(cam["fps"]), int(cam["exposure_us"]))
+    from sensors.camera import OpenCVSource
+
+    return OpenCVSource(cam["device"], int(cam["width"]), int(cam["height"]), float(cam["fps"]))
+
+
+def _gpio_lines(cfg: RigConfig, bench: Any) -> tuple[Any, Any, Any]:
+    """(sync output, marker strobe input, marker data bus)."""
+    gpio = cfg.gpio
+    if gpio["backend"] == "sim":
+        return bench.sync_out(), bench.marker_strobe(), bench.marker_bus()
+    from sensors.gpio import open_edge_input, open_input_bus, open_output
+
+    backend, chip = gpio["backend"], gpio["chip"]
+    return (
+        open_output(backend, chip, int(gpio["sync_out_line"])),
+        open_edge_input(backend, chip, int(gpio["marker_strobe_line"]), edge="rising"),
+        open_input_bus(backend, chip, [int(x) for x in gpio["marker_data_lines"]]),
+    )
+
+
+def open_rig(cfg: RigConfig, duration_s: float = 0.0, bench: Any = None) -> Rig:
+    """Open every enabled device; raises a DeviceError naming the first that fails."""
+    uses_sim = "sim" in (cfg.gpio["backend"], cfg.eeg["backend"], cfg.hub["backend"],
+                         cfg.camera["backend"])
+    if uses_sim and bench is None:
+        from hil.bench import SimBench
+
+        bench = SimBench.from_config(cfg, duration_s=duration_s)
+    rig = Rig(bench=bench)
+    try:
+        sync_out, strobe, bus = _gpio_lines(cfg, bench)
+        rig._closers += [sync_out, strobe, bus]
+        rig.pulser = SyncPulser(sync_out, rt_priority=PULSER_RT_PRIORITY)
+        rig.markers = MarkerReader(strobe, bus)
+        if cfg.eeg["enabled"]:
+            settings = eeg_settings(cfg)
+            factory = (bench.eeg_factory(settings) if cfg.eeg["backend"] == "sim" else
+                       functools.partial(build_spidev_eeg, cfg.eeg, cfg.gpio, settings))
+            rig.eeg = ProcessDriver(factory, "eeg", rt_priority=EEG_RT_PRIORITY)
+            rig.eeg.open()
+        if cfg.hub["enabled"]:
+            port = bench.hub_port() if cfg.hub["backend"] == "sim" else cfg.hub["port"]
+            rig.hub = Hub(HubSettings(port=port, baud=int(cfg.hub["baud"]),
+                                      fs_hz=int(cfg.hub["fs_hz"])))
+            rig.hub.open()
+        if cfg.camera["enabled"]:
+            rig.camera = _camera(cfg, bench)
+    except BaseException:
+        rig.close()
+        raise
+    return rig
