@@ -110,6 +110,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "eeg_drift_ppm": Key(float, 40.0, lo=-500, hi=500),
         "hub_drift_ppm": Key(float, -60.0, lo=-500, hi=500),
         "camera_drift_ppm": Key(float, 25.0, lo=-500, hi=500),
+        # Fault injection for selftest checks: the ID the emulated EEG chip answers.
+        "eeg_chip_id": Key(int, 0x3E, lo=0, hi=255),
     },
 }
 OPTIONAL_SECTIONS = {"features", "mqtt", "sim", "eeg", "hub", "camera"}

@@ -26,6 +26,7 @@ from hil.wire import MARKER, MARKER_STROBE, SYNC, SimEdgeInput, SimInputBus, Sim
 from sensors.ads1299 import Ads1299, Ads1299Settings
 from sensors.blocks import Marker, monotonic_ns
 
+CAMERA_BUFFERS = 6  # as Picamera2Source's default buffer_count
 LEAD_IN_S = 0.5  # scenario t = 0 this long after the bench is built (drivers open first)
 
 
@@ -46,6 +47,7 @@ class EegSim:
     ppm: float
     seed: int
     wire: dict[str, tuple[str, int, int, str]]  # shared-memory handles of the wire
+    chip_id: int = 0x3E
 
 
 def build_sim_eeg(sim: EegSim, settings: Ads1299Settings) -> Ads1299:
@@ -55,7 +57,7 @@ def build_sim_eeg(sim: EegSim, settings: Ads1299Settings) -> Ads1299:
     names = tuple(settings.channels)
     chips = [
         Ads1299Emulator(crystal, wire, sim.scenario, seed=sim.seed, chip_index=i,
-                        t0_ns=sim.t0_ns, channels=names[8 * i: 8 * i + 8])
+                        t0_ns=sim.t0_ns, channels=names[8 * i: 8 * i + 8], chip_id=sim.chip_id)
         for i in range(settings.n_chips)
     ]
     start = shared_start_line(*chips) if settings.n_chips > 1 else None
@@ -85,7 +87,8 @@ class SimBench:
         bench = cls(scenario=scenario, t0_ns=t0, wire=wire)
         seed = int(sim["seed"])
         if cfg.eeg["enabled"]:
-            bench.eeg = EegSim(scenario, t0, float(sim["eeg_drift_ppm"]), seed, wire.handles())
+            bench.eeg = EegSim(scenario, t0, float(sim["eeg_drift_ppm"]), seed, wire.handles(),
+                               chip_id=int(sim["eeg_chip_id"]))
         if cfg.hub["enabled"]:
             crystal = Crystal(ppm=float(sim["hub_drift_ppm"]), origin_host_ns=t0)
             bench.hub = HubEmulator(scenario, crystal, wire, seed=seed,
@@ -95,7 +98,8 @@ class SimBench:
             bench.camera = SimCamera(scenario, fps=float(cfg.camera["fps"]),
                                      width=int(cfg.camera["width"]),
                                      height=int(cfg.camera["height"]),
-                                     seed=seed, crystal=crystal, wire=wire, t0_ns=t0)
+                                     seed=seed, crystal=crystal, wire=wire, t0_ns=t0,
+                                     buffer_frames=CAMERA_BUFFERS)
         bench.expected_markers = schedule_markers(wire, scenario.markers, t0)
         return bench
 

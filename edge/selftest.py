@@ -1,0 +1,157 @@
+"""``mmme-edge selftest``: check every configured device, pass or fail each.
+
+- eeg: the chip answers with the right ID (else it fails to open), and with every input
+  on the internal test signal each channel shows the datasheet's square wave
+  (+-1.875 mV at fCLK/2^21, about 0.98 Hz).
+- hub: it identifies itself and streams at its configured rate.
+- camera: frames arrive at the configured rate.
+- trigger: the sync pulses the host emits come back in the EEG status bits and the
+  hub's trigger bits (the loopback through the rig's trigger wiring).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from edge.config import RigConfig
+from edge.runtime import Runtime, StreamTally
+from sensors.blocks import Frame, Marker, SampleBlock
+from sensors.errors import DeviceError
+
+ACQUIRE_S = 2.6  # long enough for two sync pulses at 1 Hz
+TEST_SIGNAL_PP_UV = 2 * 4.5e6 / 2.4 / 1000.0  # 2 x VREF/2.4 mV, in uV
+RATE_TOLERANCE = 0.03
+
+
+@dataclass
+class Check:
+    device: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class _Collect:
+    blocks: dict[str, list[SampleBlock]] = field(default_factory=dict)
+    frames: int = 0
+    frame_t_ns: list[int] = field(default_factory=list)
+
+    def on_block(self, block: SampleBlock) -> None:
+        self.blocks.setdefault(block.stream, []).append(block)
+
+    def on_frame(self, frame: Frame) -> None:
+        self.frames += 1
+        self.frame_t_ns.append(frame.t_ns)
+
+    def on_marker(self, marker: Marker) -> None:
+        pass
+
+
+def _concat(blocks: list[SampleBlock], attr: str) -> np.ndarray:
+    return np.concatenate([getattr(b, attr) for b in blocks]) if blocks else np.zeros(0)
+
+
+def _rate(index: np.ndarray, host_t_ns: np.ndarray) -> float:
+    if index.size < 2 or host_t_ns[-1] <= host_t_ns[0]:
+        return 0.0
+    return float((index[-1] - index[0]) / ((host_t_ns[-1] - host_t_ns[0]) / 1e9))
+
+
+def check_eeg(blocks: list[SampleBlock], fs_hz: float) -> Check:
+    values = _concat(blocks, "values")
+    if values.size == 0:
+        return Check("eeg", False, "no samples arrived")
+    rate = _rate(_concat(blocks, "index"), _concat(blocks, "host_t_ns"))
+    pp = np.percentile(values, 98, axis=0) - np.percentile(values, 2, axis=0)
+    bad = [i for i, v in enumerate(pp) if abs(v - TEST_SIGNAL_PP_UV) > 0.1 * TEST_SIGNAL_PP_UV]
+    if abs(rate - fs_hz) > RATE_TOLERANCE * fs_hz:
+        return Check("eeg", False, f"rate {rate:.1f} Hz, expected {fs_hz:g}")
+    if bad:
+        return Check("eeg", False, f"test signal wrong on channel(s) {bad}: p-p "
+                     f"{[round(float(pp[i])) for i in bad]} uV, expected "
+                     f"{TEST_SIGNAL_PP_UV:.0f}")
+    return Check("eeg", True, f"ID ok, {rate:.1f} Hz, test signal {np.median(pp):.0f} uV p-p "
+                 f"on {len(pp)} channels")
+
+
+def check_hub(blocks: list[SampleBlock], fs_hz: float) -> Check:
+    index = _concat(blocks, "index")
+    if index.size == 0:
+        return Check("hub", False, "no samples arrived")
+    rate = _rate(index, _concat(blocks, "host_t_ns"))
+    if abs(rate - fs_hz) > RATE_TOLERANCE * fs_hz:
+        return Check("hub", False, f"rate {rate:.1f} Hz, expected {fs_hz:g}")
+    return Check("hub", True, f"identified, {rate:.1f} Hz")
+
+
+def check_camera(t_ns: list[int], fps: float) -> Check:
+    if len(t_ns) < 2:
+        return Check("camera", False, "no frames arrived")
+    rate = (len(t_ns) - 1) / ((t_ns[-1] - t_ns[0]) / 1e9)
+    if abs(rate - fps) > 0.05 * fps:
+        return Check("camera", False, f"{rate:.1f} fps, expected {fps:g}")
+    return Check("camera", True, f"{rate:.1f} fps")
+
+
+def check_trigger(blocks: dict[str, list[SampleBlock]]) -> Check:
+    seen = {}
+    for name, bl in blocks.items():
+        bit = _concat(bl, "trigger").astype(np.int64) & 1
+        seen[name] = int(np.count_nonzero(np.diff(bit) == 1)) if bit.size else 0
+    if not seen:
+        return Check("trigger", False, "no stream to see the sync pulses")
+    missing = [n for n, k in seen.items() if k == 0]
+    if missing:
+        return Check("trigger", False, f"no sync pulse seen by {', '.join(missing)}")
+    return Check("trigger", True, "sync pulses seen by " +
+                 ", ".join(f"{n} ({k})" for n, k in seen.items()))
+
+
+def _test_config(cfg: RigConfig) -> RigConfig:
+    return replace(cfg, eeg={**cfg.eeg, "input": "test"}, rig={**cfg.rig, "record": False})
+
+
+def run_checks(cfg: RigConfig) -> list[Check]:
+    from edge.rig import open_rig
+
+    cfg = _test_config(cfg)
+    try:
+        rig = open_rig(cfg, duration_s=ACQUIRE_S + 5)
+    except DeviceError as exc:
+        return [Check("open", False, str(exc))]
+    collect = _Collect()
+    runtime = Runtime(rig, [StreamTally(), collect])
+    runtime.start()
+    t_end = time.monotonic() + ACQUIRE_S
+    try:
+        while time.monotonic() < t_end:
+            runtime.dispatch(0.01)
+    finally:
+        runtime.stop()
+        rig.close()
+    checks = []
+    if cfg.eeg["enabled"]:
+        checks.append(check_eeg(collect.blocks.get("eeg", []), float(cfg.eeg["fs_hz"])))
+    if cfg.hub["enabled"]:
+        checks.append(check_hub(collect.blocks.get("hub", []), float(cfg.hub["fs_hz"])))
+    if cfg.camera["enabled"]:
+        checks.append(check_camera(collect.frame_t_ns, float(cfg.camera["fps"])))
+    checks.append(check_trigger(collect.blocks))
+    checks += [Check("runtime", False, e) for e in runtime.errors[:3]]
+    return checks
+
+
+def selftest(cfg: RigConfig, as_json: bool = False) -> int:
+    checks = run_checks(cfg)
+    for c in checks:
+        print(f"{'PASS' if c.ok else 'FAIL'}  {c.device:8s} {c.detail}", flush=True)
+    ok = all(c.ok for c in checks)
+    if as_json:
+        doc: dict[str, Any] = {c.device: {"ok": c.ok, "detail": c.detail} for c in checks}
+        print(json.dumps({"ok": ok, "devices": doc}))
+    return 0 if ok else 1
