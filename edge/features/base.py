@@ -1,0 +1,278 @@
+"""Building blocks shared by the feature steps: the Feature value, signal-quality bits,
+streaming filters with carried state, a boxcar decimator and bounded ring buffers.
+
+Every step is a small stateful object with one ``update(...)`` (timeflux style). Nothing
+here loops over samples in Python: per-block work is numpy/scipy, and the only Python
+loops run over events (beats, breaths, windows), a handful per block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import signal
+
+# --- reasons a feature is invalid ------------------------------------------------------
+OK = ""
+WARMUP = "warmup"  # not enough data yet since start or since a gap
+PENDING = "pending"  # the window the feature needs has not closed yet
+NO_BEATS = "no_beats"
+NO_DATA = "no_data"
+
+# Per-sample quality bits; the order of REASON_BITS is the priority when several apply.
+BAD_LEADOFF = np.uint8(1)
+BAD_SAT = np.uint8(2)
+BAD_NAN = np.uint8(4)
+BAD_GAP = np.uint8(8)
+BAD_FLAT = np.uint8(16)
+REASON_BITS: tuple[tuple[int, str], ...] = (
+    (int(BAD_LEADOFF), "lead_off"),
+    (int(BAD_SAT), "saturated"),
+    (int(BAD_NAN), "nan"),
+    (int(BAD_GAP), "gap"),
+    (int(BAD_FLAT), "flat"),
+)
+
+
+def reason_of(bits: int) -> str:
+    """The highest-priority reason in a union of quality bits ('' when clean)."""
+    for bit, name in REASON_BITS:
+        if bits & bit:
+            return name
+    return OK
+
+
+def union_bits(bad: np.ndarray) -> int:
+    """OR of all quality bits in a window (0 for an empty window)."""
+    return int(np.bitwise_or.reduce(bad, axis=None)) if bad.size else 0
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One feature value.
+
+    ``t_ns`` is the host time (CLOCK_MONOTONIC ns) of the data the value refers to (an
+    R peak, the end of a 1-s window, an SCR onset). ``latency_ms`` is how long after
+    ``t_ns`` the value became available, measured in signal time: host time of the newest
+    sample consumed when it was produced minus ``t_ns``. An invalid feature says why in
+    ``reason`` and carries NaN, never a plausible number.
+    """
+
+    name: str
+    value: float
+    unit: str
+    t_ns: int
+    latency_ms: float
+    valid: bool
+    reason: str = OK
+
+    @staticmethod
+    def make(name: str, value: float, unit: str, t_ns: int, now_ns: int, reason: str = OK
+             ) -> Feature:
+        ok = reason == OK and bool(np.isfinite(value))
+        if reason == OK and not ok:
+            reason = "nan"
+        return Feature(name, float(value) if ok else float("nan"), unit, int(t_ns),
+                       (int(now_ns) - int(t_ns)) / 1e6, ok, reason)
+
+
+# --- streaming filters ------------------------------------------------------------------
+class SosStream:
+    """A causal IIR filter (second-order sections) whose state is carried across blocks,
+    so filtering in blocks of any size gives the same output as one call on the whole."""
+
+    def __init__(self, sos: np.ndarray, n_channels: int = 1) -> None:
+        self.sos = np.asarray(sos, dtype=float)
+        self._zi_unit = signal.sosfilt_zi(self.sos)  # (n_sections, 2) for a unit step
+        self.zi: np.ndarray | None = None
+        self.n_channels = n_channels
+
+    def update(self, x: np.ndarray) -> np.ndarray:
+        """Filter ``x`` (n,) or (n, n_channels) along axis 0."""
+        if x.shape[0] == 0:
+            return x.astype(float)
+        if self.zi is None:
+            # Start in steady state at the first value so a DC offset gives no step response.
+            self.zi = self._zi_unit[..., None] * x[0] if x.ndim == 2 else self._zi_unit * x[0]
+        y, self.zi = signal.sosfilt(self.sos, x, axis=0, zi=self.zi)
+        return y
+
+    def reset(self) -> None:
+        self.zi = None
+
+
+def butter(order: int, cut: float | tuple[float, float], btype: str, fs: float) -> np.ndarray:
+    return signal.butter(order, cut, btype=btype, fs=fs, output="sos")
+
+
+def dc_group_delay_s(sos: np.ndarray, fs: float, f_hz: float = 0.1) -> float:
+    """Group delay of a low-pass ``sos`` at a low frequency: what to subtract from event
+    times found on a slow signal after that filter."""
+    b, a = signal.sos2tf(sos)
+    _, gd = signal.group_delay((b, a), w=[f_hz], fs=fs)
+    return float(gd[0]) / fs
+
+
+def fill_nonfinite(x: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Replace NaN/inf by the last finite value per channel (so one NaN cannot poison a
+    filter state forever). Returns the filled copy and the updated ``last`` value."""
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return x, x[-1].copy() if x.shape[0] else last
+    x = x.copy()
+    n = x.shape[0]
+    idx = np.where(~bad, np.arange(n)[:, None] if x.ndim == 2 else np.arange(n), -1)
+    idx = np.maximum.accumulate(idx, axis=0)
+    prev = np.broadcast_to(last, x.shape[1:]) if x.ndim == 2 else last
+    if x.ndim == 2:
+        cols = np.broadcast_to(np.arange(x.shape[1]), x.shape)
+        filled = np.where(idx >= 0, x[np.maximum(idx, 0), cols], prev)
+    else:
+        filled = np.where(idx >= 0, x[np.maximum(idx, 0)], prev)
+    return filled, filled[-1].copy()
+
+
+# --- per-sample quality ------------------------------------------------------------------
+class Quality:
+    """Per-sample quality bits for one or more channels of one stream.
+
+    NaN/inf, saturation (outside ``[lo, hi]``), flat line (a run of at least ``flat_n``
+    samples whose value does not change by more than ``flat_eps``), lead-off (a mask the
+    caller decodes from status bits) and gaps (a jump in the device sample counter; the
+    first sample after the jump carries the bit). The flat-run length is carried across
+    blocks so the verdict does not depend on block size.
+    """
+
+    def __init__(self, n_channels: int, lo: np.ndarray, hi: np.ndarray, flat_n: np.ndarray,
+                 flat_eps: np.ndarray) -> None:
+        self.lo, self.hi = np.asarray(lo, float), np.asarray(hi, float)
+        self.flat_n = np.asarray(flat_n, np.int64)
+        self.flat_eps = np.asarray(flat_eps, float)
+        self._run = np.zeros(n_channels, np.int64)  # flat-run length ending at last sample
+        self._last_x = np.full(n_channels, np.nan)
+        self._last_index: int | None = None
+
+    def update(self, index: np.ndarray, x: np.ndarray, lead_off: np.ndarray | None = None,
+               saturated: np.ndarray | None = None) -> np.ndarray:
+        """``x`` (n, n_channels) physical values -> (n, n_channels) uint8 quality bits."""
+        n, c = x.shape
+        bad = np.zeros((n, c), np.uint8)
+        if n == 0:
+            return bad
+        finite = np.isfinite(x)
+        bad[~finite] |= BAD_NAN
+        bad[finite & ((x < self.lo) | (x > self.hi))] |= BAD_SAT
+        for mask, bit in ((lead_off, BAD_LEADOFF), (saturated, BAD_SAT)):
+            if mask is not None:
+                m = np.asarray(mask, bool)
+                bad[np.broadcast_to(m[:, None] if m.ndim == 1 else m, (n, c))] |= bit
+        # Gap: a jump in the device counter, inside the block or from the last block.
+        idx = np.asarray(index, np.int64)
+        prev = np.concatenate(([idx[0] - 1 if self._last_index is None else self._last_index],
+                               idx[:-1]))
+        bad[idx != prev + 1] |= BAD_GAP
+        self._last_index = int(idx[-1])
+        # Flat runs: cumulative count of "unchanged" steps, reset where the value moves.
+        xp = np.vstack((self._last_x[None, :], x))
+        same = np.abs(np.diff(xp, axis=0)) <= self.flat_eps  # NaN compares False
+        run = _run_lengths(same, self._run)
+        self._run = run[-1]
+        self._last_x = x[-1].copy()
+        bad[run >= self.flat_n] |= BAD_FLAT
+        return bad
+
+
+def _run_lengths(same: np.ndarray, carry: np.ndarray) -> np.ndarray:
+    """Length of the run of True ending at each row (per column), continuing ``carry``."""
+    n = same.shape[0]
+    pos = np.arange(1, n + 1)[:, None]
+    # Position of the last False at or before each row (0 if none in this block).
+    last_false = np.maximum.accumulate(np.where(~same, pos, 0), axis=0)
+    run = pos - last_false
+    no_break = last_false == 0
+    return np.where(no_break, run + carry[None, :], run)
+
+
+# --- decimation ----------------------------------------------------------------------------
+class Boxcar:
+    """Decimate by averaging groups of ``k`` consecutive samples (a boxcar: exactly linear
+    phase, nulls at multiples of fs/k, so 50 Hz mains vanishes for fs/k = 25 Hz). The
+    output time is the mean host time of the group, so it needs no delay correction.
+    Leftover samples wait for the next block: output is independent of block size."""
+
+    def __init__(self, k: int, n_channels: int) -> None:
+        self.k = k
+        self._t = np.zeros(0, np.int64)
+        self._x = np.zeros((0, n_channels))
+        self._bad = np.zeros((0, n_channels), np.uint8)
+
+    def update(self, t_ns: np.ndarray, x: np.ndarray, bad: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        t = np.concatenate((self._t, t_ns))
+        xx = np.vstack((self._x, x))
+        bb = np.vstack((self._bad, bad))
+        m = (t.shape[0] // self.k) * self.k
+        self._t, self._x, self._bad = t[m:], xx[m:], bb[m:]
+        g = m // self.k
+        t0 = t[:m].reshape(g, self.k)
+        # Mean host time without int64 overflow: offset from the group's first sample.
+        tm = t0[:, 0] + np.round((t0 - t0[:, :1]).mean(axis=1)).astype(np.int64)
+        c = xx.shape[1]
+        xm = xx[:m].reshape(g, self.k, c).mean(axis=1)
+        bm = np.bitwise_or.reduce(bb[:m].reshape(g, self.k, c), axis=1)
+        return tm, xm, bm
+
+
+class Ring:
+    """A bounded history of (time, values, quality) rows for windowed features."""
+
+    def __init__(self, capacity: int, n_channels: int) -> None:
+        self.cap = capacity
+        self.t = np.zeros(capacity, np.int64)
+        self.x = np.zeros((capacity, n_channels))
+        self.bad = np.zeros((capacity, n_channels), np.uint8)
+        self.n = 0  # rows held
+        self.total = 0  # rows ever pushed (global row number of the next row)
+
+    def push(self, t: np.ndarray, x: np.ndarray, bad: np.ndarray) -> None:
+        k = t.shape[0]
+        if k == 0:
+            return
+        if k >= self.cap:
+            t, x, bad = t[-self.cap:], x[-self.cap:], bad[-self.cap:]
+            self.t[:], self.x[:], self.bad[:] = t, x, bad
+            self.n = self.cap
+        else:
+            keep = min(self.n, self.cap - k)
+            self.t[:keep] = self.t[self.n - keep:self.n]
+            self.x[:keep] = self.x[self.n - keep:self.n]
+            self.bad[:keep] = self.bad[self.n - keep:self.n]
+            self.t[keep:keep + k], self.x[keep:keep + k], self.bad[keep:keep + k] = t, x, bad
+            self.n = keep + k
+        self.total += k
+
+    def last(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        k = min(k, self.n)
+        s = slice(self.n - k, self.n)
+        return self.t[s], self.x[s], self.bad[s]
+
+    def rows(self, first: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows by global row number [first, stop) (clipped to what is still held)."""
+        base = self.total - self.n
+        a, b = max(first - base, 0), max(min(stop - base, self.n), 0)
+        return self.t[a:b], self.x[a:b], self.bad[a:b]
+
+    def between(self, t0: int, t1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows with t0 <= t < t1 (times are increasing)."""
+        tt = self.t[:self.n]
+        a, b = np.searchsorted(tt, [t0, t1])
+        return self.t[a:b], self.x[a:b], self.bad[a:b]
+
+
+def window_ticks(total_before: int, total_after: int, every: int) -> np.ndarray:
+    """Global sample counts (exclusive end of a window) that are multiples of ``every``
+    and fall in (total_before, total_after]: windows aligned on the sample count, not on
+    block boundaries."""
+    first = (total_before // every + 1) * every
+    return np.arange(first, total_after + 1, every, dtype=np.int64)

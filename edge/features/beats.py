@@ -1,0 +1,151 @@
+"""The streaming skeleton shared by beat detectors (ECG R peaks, PPG systolic peaks).
+
+Per block: fill non-finite samples, compute a refinement column and a detection column
+(subclass), push them to a ring, decide the candidates that are now ``w`` samples old,
+then emit the 1-s tick features whose windows are fully decided. Ticks wait until every
+beat that can fall before them has been decided, so output does not depend on block size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import NO_BEATS, OK, WARMUP, Feature, Ring, fill_nonfinite, reason_of, union_bits
+from .peaks import AdaptivePeaks, BeatSeries, local_max_candidates
+
+
+class BeatStep:
+    """Base class: subclasses set the filters and implement ``_columns``, ``_value`` and
+    ``_refine``."""
+
+    prefix = "beat"
+    unit = ""
+
+    def __init__(self, fs: float, unit: str, *, neighbourhood_s: float, refractory_s: float,
+                 pre_s: float, lag_s: float, warmup_s: float = 2.0, hr_window_s: float = 5.0,
+                 tick_s: float = 1.0, history_s: float = 6.0, frac: float = 0.25) -> None:
+        self.fs = fs
+        self.unit = unit
+        self.w = round(neighbourhood_s * fs)
+        self.pre = round(pre_s * fs)  # samples before a candidate that must be clean
+        self.lag = round(lag_s * fs)  # max rows from a beat to its candidate
+        self.warm = round(warmup_s * fs)
+        self.tick = round(tick_s * fs)
+        self.hr_window_ns = int(hr_window_s * 1e9)
+        self.ring = Ring(int(history_s * fs), 2)
+        self.peaks = AdaptivePeaks(round(refractory_s * fs), frac)
+        self.beats = BeatSeries()
+        self.amp = np.zeros(0)  # amplitude per beat, aligned with self.beats.t
+        self._done = 0
+        self._warm_end = self.warm
+        self._warm: list[tuple[int, float]] = []
+        self._last = np.zeros(1)
+        self._next_tick = self.tick
+        self._latest_ns = 0
+
+    # --- subclass hooks -------------------------------------------------------------------
+    def _columns(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _value(self, pos: int) -> float:
+        raise NotImplementedError
+
+    def _refine(self, pos: int) -> tuple[int, float]:
+        raise NotImplementedError
+
+    def _tick_features(self, t_ns: int, reason: str) -> list[Feature]:
+        return []
+
+    # --- streaming ----------------------------------------------------------------------------
+    def update(self, t_ns: np.ndarray, x: np.ndarray, bad: np.ndarray) -> list[Feature]:
+        """Consume a block of any size: a long one is taken in 1-s pieces so the bounded
+        history always holds what the detectors still need."""
+        step = max(int(self.fs), 1)
+        out: list[Feature] = []
+        for a in range(0, x.shape[0], step):
+            out += self._update(t_ns[a:a + step], x[a:a + step], bad[a:a + step])
+        return out
+
+    def _update(self, t_ns: np.ndarray, x: np.ndarray, bad: np.ndarray) -> list[Feature]:
+        """``x`` (n,) one channel, ``bad`` (n,) quality bits -> features decided now."""
+        if x.shape[0] == 0:
+            return []
+        x, self._last = fill_nonfinite(x.astype(float), self._last)
+        self.ring.push(t_ns, self._columns(x), bad[:, None])
+        self._latest_ns = int(t_ns[-1])
+        out: list[Feature] = []
+        cands, self._done = local_max_candidates(self.ring, 1, self._done, self.w)
+        for p in cands:
+            # A tick sees exactly the candidates before tick + lag (search-back included),
+            # whatever the block size.
+            out += self._ticks_until(int(p))
+            out += self._candidate(int(p))
+        return out + self._ticks_until(self._done)
+
+    def _ticks_until(self, row: int) -> list[Feature]:
+        out: list[Feature] = []
+        while self._next_tick + self.lag <= row:
+            out += self._tick(self._next_tick)
+            self._next_tick += self.tick
+        return out
+
+    def _candidate(self, p: int) -> list[Feature]:
+        _, _, b = self.ring.rows(p - self.pre, p + self.w)
+        if union_bits(b):
+            # Bad data near the candidate: no beat, no interval across it, relearn levels.
+            self.peaks.reset()
+            self.peaks.spk = None
+            self.beats.break_()
+            self._warm_end = p + self.w + self.warm
+            self._warm.clear()
+            return []
+        v = self._value(p)
+        if self.peaks.spk is None:
+            if p < self._warm_end:
+                self._warm.append((p, v))
+                return []
+            vals = np.array([wv for _, wv in self._warm] + [v])
+            self.peaks.start(vals)
+            replay, self._warm = [*self._warm, (p, v)], []
+        else:
+            replay = [(p, v)]
+        out: list[Feature] = []
+        for q, qv in replay:
+            for beat in self.peaks.step(q, qv):
+                out += self._beat(beat)
+        return out
+
+    def _beat(self, pos: int) -> list[Feature]:
+        row, amp = self._refine(pos)
+        t, _, _ = self.ring.rows(row, row + 1)
+        if t.size == 0:
+            return []
+        tb = int(t[0])
+        if self.beats.t.size and tb <= self.beats.t[-1]:
+            return []  # refinement landed on an earlier beat: not a new one
+        rr = self.beats.add(tb)
+        self.amp = np.append(self.amp, amp)[-self.beats.cap:]
+        now = self._latest_ns
+        p = self.prefix
+        out = [Feature.make(f"{p}_peak", amp, self.unit, tb, now)]
+        reason = OK if np.isfinite(rr) else WARMUP
+        out.append(Feature.make(f"{p}_rr_ms", rr * 1e3, "ms", tb, now, reason))
+        out.append(Feature.make(f"{p}_hr_inst_bpm", 60.0 / rr if rr else np.nan, "bpm", tb, now,
+                                reason))
+        return out
+
+    def _tick(self, k: int) -> list[Feature]:
+        t, _, b = self.ring.rows(k - self.tick, k)
+        if t.size == 0:
+            return []
+        t_end = int(t[-1])
+        reason = reason_of(union_bits(b))
+        if reason == OK and (self.peaks.spk is None or k <= self._warm_end):
+            reason = WARMUP
+        _bt, rr = self.beats.window(t_end - self.hr_window_ns, t_end + 1)
+        hr = 60.0 / rr[np.isfinite(rr)]
+        if reason == OK and hr.size < 2:
+            reason = NO_BEATS
+        out = [Feature.make(f"{self.prefix}_hr_bpm", float(np.mean(hr)) if hr.size else np.nan,
+                            "bpm", t_end, self._latest_ns, reason)]
+        return out + self._tick_features(t_end, reason)
