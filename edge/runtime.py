@@ -225,9 +225,42 @@ def summarise(tally: StreamTally, rig: Any, runtime: Runtime, cpu_s: float, wall
     }
 
 
+def _software_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mmme-edge")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _open_outlet(cfg: RigConfig, rig: Any, model_version: str) -> Any:
+    """The MQTT publisher when [mqtt] is enabled, else a local in-memory outlet."""
+    from edge.pipeline import LocalOutlet
+
+    if not cfg.mqtt["enabled"]:
+        return LocalOutlet()
+    from edge.mqtt.publisher import MqttSettings, Publisher, status_body
+
+    settings = MqttSettings.from_config(cfg.mqtt)
+    status = status_body(_software_version(), model_version, cfg.digest(), rig.stream_names())
+    return Publisher(settings, cfg.rig["id"], status)
+
+
+def _load_fusion() -> Any:
+    try:
+        from edge.fusion import FusionModel
+
+        return FusionModel.load()
+    except Exception as exc:  # the rig still spots and publishes without the model
+        print(f"warning: fusion model not loaded: {exc}", file=sys.stderr)
+        return None
+
+
 def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: bool = False,
         record_dir: str | None = None) -> int:
     """Run the rig until ``duration_s`` passes (0: until interrupted)."""
+    from edge.pipeline import Processing
     from edge.rig import open_rig
 
     rig = open_rig(cfg, duration_s=duration_s)
@@ -240,8 +273,25 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
         out_dir = Path(record_dir or cfg.rig["data_dir"])
         recorder = open_recording_sink(out_dir, rig, cfg)
         sinks.append(recorder)
-    runtime = Runtime(rig, sinks)
+    fusion = _load_fusion()
+    outlet = _open_outlet(cfg, rig, getattr(fusion, "version", "none"))
     proc = psutil.Process(os.getpid())
+    runtime_box: list[Runtime] = []
+
+    def health() -> dict[str, Any]:
+        return _health(tally, rig, runtime_box[0], proc, outlet, recorder)
+
+    infos = {i.name: i for i in rig.stream_infos()}
+    processing = Processing(
+        infos, float(cfg.camera["fps"]), outlet, fusion=fusion,
+        mains_hz=float(cfg.features["mains_hz"]), health=health,
+        record_event=recorder.recorder.write_event if recorder is not None else None,
+    )
+    sinks.append(processing)
+    runtime = Runtime(rig, sinks)
+    runtime_box.append(runtime)
+    if hasattr(outlet, "start"):
+        outlet.start()
     cpu0 = _tree_cpu_s(proc)
     t0 = time.monotonic()
     out = sys.stderr if as_json else sys.stdout
@@ -251,7 +301,8 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
     runtime.start()
     try:
         while duration_s <= 0 or time.monotonic() - t0 < duration_s:
-            runtime.dispatch(0.01)
+            runtime.dispatch(0.005)
+            processing.tick()
             now = time.monotonic()
             if now >= next_status:
                 next_status += 1.0
@@ -262,23 +313,69 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
         pass
     finally:
         runtime.stop()
+        processing.close()
         wall = time.monotonic() - t0
         cpu = _tree_cpu_s(proc) - cpu0
         rss_peak = max(rss_peak, _tree_rss_mb(proc))
+        if hasattr(outlet, "stop"):
+            outlet.stop()
         if recorder is not None:
             recorder.close()
         rig.close()
     summary = summarise(tally, rig, runtime, cpu, wall, rss_peak)
+    summary["events"] = {"me": processing.counters["me"],
+                         "emotion": processing.counters["emotion"]}
+    summary["errors"] += processing.errors[:10]
     if recorder is not None:
         summary["recording"] = str(recorder.path)
     if not quiet:
-        for e in runtime.errors[:5]:
+        for e in summary["errors"][:5]:
             print(f"error: {e}", file=out)
     if as_json:
         print(json.dumps(summary), flush=True)
     else:
         print(_human_summary(summary), flush=True)
     return 0
+
+
+_last_health: dict[str, Any] = {}
+
+
+def _health(tally: StreamTally, rig: Any, runtime: Runtime, proc: psutil.Process,
+            outlet: Any, recorder: Any) -> dict[str, Any]:
+    now = time.monotonic()
+    dt = now - _last_health.get("t", now)
+    before = _last_health.setdefault("received", {})
+    streams = {}
+    for name in rig.stream_names():
+        t = tally.tallies.get(name, Tally())
+        rate = (t.received - before.get(name, 0)) / dt if dt > 0 else 0.0
+        before[name] = t.received
+        streams[name] = {"rate_hz": round(rate, 1), "dropped": int(t.dropped),
+                         "flowing": rate > 0 or dt == 0, "sync_uncertainty_ms": None}
+    _last_health["t"] = now
+    body: dict[str, Any] = {
+        "streams": streams,
+        "cpu_percent": round(proc.cpu_percent(None), 1),
+        "rss_mb": round(_tree_rss_mb(proc), 1),
+        "temperature_c": _cpu_temperature_c(),
+        "disk_free_mb": round(psutil.disk_usage(".").free / 2**20, 1),
+    }
+    if hasattr(outlet, "outbox"):
+        body["outbox_backlog"] = len(outlet.outbox)
+        body["outbox_dropped"] = outlet.outbox.dropped
+    if recorder is not None:
+        body["recorder"] = recorder.recorder.status
+    return body
+
+
+def _cpu_temperature_c() -> float | None:
+    temps = getattr(psutil, "sensors_temperatures", lambda: {})() or {}
+    for entries in temps.values():
+        for e in entries:
+            if e.current:
+                return float(e.current)
+    return None
 
 
 def _human_summary(summary: dict[str, Any]) -> str:

@@ -1,0 +1,213 @@
+"""Features, spotting and fusion as one runtime sink, results to an outlet.
+
+    blocks  -> FeaturePipeline (inline: ~2 % of a core)
+    frames  -> bounded queue -> spotter thread -> SpottedInterval
+                 -> visual features -> ``events/me`` at once
+                 -> pending until its physiological window closes
+    tick()  -> ``vitals`` and ``health`` about 1 Hz; pending windows that closed
+                 -> fusion model -> ``events/emotion``
+
+The outlet is anything with ``publish(kind, body, t_ns) -> msg_id``: the MQTT publisher,
+or :class:`LocalOutlet` when MQTT is off (results then go to the recording only).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge.features import FeatureConfig, FeaturePipeline
+from edge.queues import DropQueue
+from edge.spotting.spotter import SpottedInterval, Spotter
+from edge.spotting.visual import interval_features
+from sensors.blocks import Frame, Marker, SampleBlock, StreamInfo, monotonic_ns
+
+EVENT_WINDOW_AFTER_S = 5.0  # SCR 1-5 s after the apex, HR and breathing over 5 s
+EVENT_WINDOW_GRACE_S = 3.0  # publish with what is valid if a window is still pending
+VITALS_PERIOD_S = 1.0
+HEALTH_PERIOD_S = 5.0
+
+
+class Outlet(Protocol):
+    def publish(self, kind: str, body: dict[str, Any], t_ns: int | None = None) -> str: ...
+
+
+@dataclass
+class LocalOutlet:
+    """Keeps the last results in memory (bounded) when there is no broker."""
+
+    limit: int = 1000
+    messages: deque[tuple[str, dict[str, Any]]] = field(default_factory=deque)
+    counts: dict[str, int] = field(default_factory=dict)
+    _n: int = 0
+
+    def publish(self, kind: str, body: dict[str, Any], t_ns: int | None = None) -> str:
+        self._n += 1
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        self.messages.append((kind, body))
+        while len(self.messages) > self.limit:
+            self.messages.popleft()
+        return f"local.{self._n}"
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), 4)
+
+
+@dataclass
+class _Pending:
+    interval: SpottedInterval
+    me_msg_id: str
+    visual: np.ndarray | None
+    visual_probs: dict[str, float]
+    due_ns: int
+
+
+class Processing:
+    """The processing sink; call :meth:`tick` from the dispatcher loop."""
+
+    def __init__(self, infos: dict[str, StreamInfo], fps: float, outlet: Outlet,
+                 fusion: Any | None = None, mains_hz: float = 50.0,
+                 health: Callable[[], dict[str, Any]] | None = None,
+                 record_event: Callable[[str, dict[str, Any], int], Any] | None = None,
+                 remap: Callable[[SampleBlock], SampleBlock] | None = None,
+                 frame_queue: int = 300) -> None:
+        self.features = FeaturePipeline(infos.get("eeg"), infos.get("hub"),
+                                        FeatureConfig(mains_hz=float(mains_hz)))
+        self.spotter = Spotter(fps)
+        self.outlet = outlet
+        self.fusion = fusion
+        self._health = health
+        self._record_event = record_event
+        self._remap = remap
+        self._frames: DropQueue[Frame] = DropQueue(frame_queue)
+        self._pending: deque[_Pending] = deque()
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._spot_loop, name="spotter", daemon=True)
+        self._next_vitals = 0.0
+        self._next_health = 0.0
+        self.counters: dict[str, int] = {"me": 0, "emotion": 0, "spot_errors": 0}
+        self.errors: list[str] = []
+        self.spot_ms: deque[float] = deque(maxlen=5000)  # per-frame spotter cost
+        self._thread.start()
+
+    # -- sink ----------------------------------------------------------------------------
+    def on_block(self, block: SampleBlock) -> None:
+        if self._remap is not None:
+            block = self._remap(block)
+        self.features.update(block)
+
+    def on_frame(self, frame: Frame) -> None:
+        self._frames.put(frame)
+
+    def on_marker(self, marker: Marker) -> None:
+        self.outlet.publish("markers", {"code": marker.code, "marker_t_ns": marker.t_ns},
+                            marker.t_ns)
+
+    # -- spotting, in its own thread ------------------------------------------------------
+    def _spot_loop(self) -> None:
+        while not self._halt.is_set():
+            frame = self._frames.get(0.1)
+            if frame is None:
+                continue
+            t = time.perf_counter()
+            try:
+                intervals = self.spotter.update(frame)
+            except Exception as exc:  # a bad frame must not stop spotting
+                self.counters["spot_errors"] += 1
+                self.errors.append(f"spotter: {type(exc).__name__}: {exc}")
+                continue
+            self.spot_ms.append((time.perf_counter() - t) * 1e3)
+            for iv in intervals:
+                self._on_interval(iv)
+
+    def _on_interval(self, iv: SpottedInterval) -> None:
+        vf = interval_features(iv)
+        visual = vf.stst if vf is not None else None
+        probs = self.fusion.visual_probs(visual) if (self.fusion and visual is not None) else {}
+        body = {
+            "kind": iv.kind,
+            "interval": {"onset_frame": iv.onset, "apex_frame": iv.apex,
+                         "offset_frame": iv.offset, "onset_ns": iv.onset_ns,
+                         "apex_ns": iv.apex_ns, "offset_ns": iv.offset_ns},
+            "regions": list(iv.regions),
+            "aus": [a for a in iv.au_groups if a.startswith("AU")],
+            "confidence": round(float(iv.confidence), 3),
+            "visual_probs": probs,
+            "region_px": {k: round(float(v), 3) for k, v in iv.region_px.items()},
+        }
+        msg_id = self.outlet.publish("events/me", body, iv.offset_ns)
+        self.counters["me"] += 1
+        if self._record_event is not None:
+            self._record_event("me", {**body, "msg_id": msg_id}, iv.offset_ns)
+        due = iv.apex_ns + int(EVENT_WINDOW_AFTER_S * 1e9)
+        self._pending.append(_Pending(iv, msg_id, visual, probs, due))
+
+    # -- periodic, in the dispatcher's thread ----------------------------------------------
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_vitals:
+            self._next_vitals = now + VITALS_PERIOD_S
+            self.outlet.publish("vitals", self.vitals())
+        if self._health is not None and now >= self._next_health:
+            self._next_health = now + HEALTH_PERIOD_S
+            self.outlet.publish("health", self._health())
+        self._fuse_due(monotonic_ns())
+
+    def vitals(self) -> dict[str, Any]:
+        s = self.features.summary()
+        body: dict[str, Any] = {k: _num(s[k].value) if k in s else None
+                                for k in ("hr_bpm", "rr_bpm", "eda_us", "skt_c")}
+        body["eeg_bands"] = {k[4:-4]: _num(f.value) for k, f in s.items()
+                             if k.startswith("eeg_") and k.endswith("_pow")}
+        body["valid"] = {k: bool(f.valid) for k, f in s.items()}
+        return body
+
+    def _fuse_due(self, now_ns: int) -> None:
+        while self._pending and self._pending[0].due_ns <= now_ns:
+            p = self._pending[0]
+            window = self.features.event_window(p.interval.apex_ns)
+            late = now_ns - p.due_ns > EVENT_WINDOW_GRACE_S * 1e9
+            if not window.ready and not late:
+                return
+            self._pending.popleft()
+            self._emit_emotion(p, window)
+
+    def _emit_emotion(self, p: _Pending, window: Any) -> None:
+        values, valid = window.vector()
+        t1 = p.interval.apex_ns + int(EVENT_WINDOW_AFTER_S * 1e9)
+        body: dict[str, Any] = {
+            "me_msg_id": p.me_msg_id,
+            "interval": {"onset_ns": p.interval.onset_ns, "apex_ns": p.interval.apex_ns,
+                         "offset_ns": p.interval.offset_ns},
+            "window": {"t0_ns": p.interval.onset_ns, "t1_ns": t1},
+            "physio_valid": int(valid.sum()),
+            "physio_total": int(valid.size),
+        }
+        if self.fusion is not None:
+            res = self.fusion.predict_window(p.visual, dict(zip(window.names, values,
+                                                               strict=True)))
+            body.update(res)
+        else:
+            body.update({"composite": p.visual_probs or {}, "predicted": _argmax(
+                p.visual_probs) or "surprise", "contributions": {"visual": 1.0}})
+        self.outlet.publish("events/emotion", body, t1)
+        self.counters["emotion"] += 1
+        if self._record_event is not None:
+            self._record_event("emotion", body, t1)
+
+    def close(self) -> None:
+        self._halt.set()
+        self._thread.join(2.0)
+        self._fuse_due(monotonic_ns() + int(1e12))  # flush what is pending, as it stands
+
+
+def _argmax(probs: dict[str, float]) -> str | None:
+    return max(probs, key=probs.get) if probs else None
