@@ -7,6 +7,7 @@ again on the same port (broker outages) with persistence kept in its own directo
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -48,6 +49,9 @@ class Broker:
 
     def _write_conf(self) -> None:
         lines = [
+            # Run as whoever started us: as root, Mosquitto would otherwise drop to the
+            # mosquitto user, which cannot write our private dir (log, persistence).
+            f"user {getpass.getuser()}",
             f"listener {self.port} 127.0.0.1",
             f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
             "persistence true",

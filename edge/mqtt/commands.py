@@ -37,6 +37,8 @@ class CommandHandler:
             return _nak(None, None, "payload is not UTF-8")
         except json.JSONDecodeError as exc:
             return _nak(None, None, f"payload is not JSON: {exc.msg} at {exc.pos}")
+        except RecursionError:  # e.g. 4000 nested '[' fits in the size limit
+            return _nak(None, None, "payload is nested too deeply")
         cmd_id = doc.get("cmd_id") if isinstance(doc, dict) else None
         cmd = doc.get("cmd") if isinstance(doc, dict) else None
         cmd_id = cmd_id if isinstance(cmd_id, str) else None
@@ -52,7 +54,20 @@ class CommandHandler:
             return _nak(cmd_id, cmd, str(exc))
         except Exception as exc:  # a handler bug must not take the service down
             return _nak(cmd_id, cmd, f"internal error: {type(exc).__name__}: {exc}")
-        return {"cmd_id": cmd_id, "cmd": cmd, "ok": True, "result": result or {}}
+        result = result or {}
+        if not isinstance(result, dict) or not _encodable(result):
+            # the ack must still encode, or the publisher's thread would die on it
+            return _nak(cmd_id, cmd, f"internal error: handler returned {type(result).__name__}"
+                        " that is not a JSON object")
+        return {"cmd_id": cmd_id, "cmd": cmd, "ok": True, "result": result}
+
+
+def _encodable(result: dict[str, Any]) -> bool:
+    try:
+        messages.encode(result)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return True
 
 
 def _nak(cmd_id: str | None, cmd: str | None, error: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     qos INTEGER NOT NULL,
     created_wall_ns INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS outbox_age ON outbox (created_wall_ns);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
