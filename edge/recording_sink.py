@@ -36,7 +36,10 @@ def recording_path(out_dir: Path, rig_id: str) -> Path:
     return out_dir / f"{rig_id}_{stamp}.mcap"
 
 
-def open_recording_sink(out_dir: Path, rig: Any, cfg: RigConfig) -> RecordingSink:
+def open_recording_sink(out_dir: Path, rig: Any, cfg: RigConfig,
+                        clock: Any | None = None) -> RecordingSink:
+    """The recording sink for ``rig``; ``clock`` (an ``edge.sync.ClockKeeper``) gets the
+    recorder to write its clock states to."""
     out_dir.mkdir(parents=True, exist_ok=True)
     store = cfg.rig["camera_store"]
     camera = None
@@ -44,4 +47,6 @@ def open_recording_sink(out_dir: Path, rig: Any, cfg: RigConfig) -> RecordingSin
         camera = {"store": store, "width": int(cfg.camera["width"]),
                   "height": int(cfg.camera["height"]), "fps": float(cfg.camera["fps"])}
     recorder = Recorder(recording_path(out_dir, cfg.rig["id"]), rig.stream_infos(), camera=camera)
+    if clock is not None:
+        clock.attach_recorder(recorder)
     return RecordingSink(recorder, record_frames=camera is not None)

@@ -201,7 +201,7 @@ def _status_line(elapsed_s: float, tally: StreamTally, rig: Any, last: dict[str,
 
 
 def summarise(tally: StreamTally, rig: Any, runtime: Runtime, cpu_s: float, wall_s: float,
-              rss_mb: float) -> dict[str, Any]:
+              rss_mb: float, keeper: Any = None) -> dict[str, Any]:
     streams = {}
     for name in rig.stream_names():
         t = tally.tallies.get(name, Tally())
@@ -214,6 +214,8 @@ def summarise(tally: StreamTally, rig: Any, runtime: Runtime, cpu_s: float, wall
             "dropped": max(t.dropped, rig.dropped(name) + lost_in_queue),
             "detail": rig.counter_detail(name),
         }
+        if keeper is not None:  # the stream's clock: uncertainty, drift, pulse pairs
+            streams[name]["sync"] = keeper.summary(name)
     return {
         "streams": streams,
         "markers": len(tally.markers),
@@ -262,16 +264,19 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
     """Run the rig until ``duration_s`` passes (0: until interrupted)."""
     from edge.pipeline import Processing
     from edge.rig import open_rig
+    from edge.sync import ClockKeeper
 
     rig = open_rig(cfg, duration_s=duration_s)
     tally = StreamTally()
-    sinks: list[Sink] = [tally]
+    # The clock keeper comes before the recorder, which writes its clock states.
+    keeper = ClockKeeper.from_rig(rig, camera_fps=float(cfg.camera["fps"]))
+    sinks: list[Sink] = [tally, keeper]
     recorder = None
     if cfg.rig["record"]:
         from edge.recording_sink import open_recording_sink
 
         out_dir = Path(record_dir or cfg.rig["data_dir"])
-        recorder = open_recording_sink(out_dir, rig, cfg)
+        recorder = open_recording_sink(out_dir, rig, cfg, clock=keeper)
         sinks.append(recorder)
     fusion = _load_fusion()
     outlet = _open_outlet(cfg, rig, getattr(fusion, "version", "none"))
@@ -299,6 +304,7 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
     next_status = t0 + 1.0
     rss_peak = 0.0
     runtime.start()
+    dog = _watchdog(tally, rig)
     try:
         while duration_s <= 0 or time.monotonic() - t0 < duration_s:
             runtime.dispatch(0.005)
@@ -312,7 +318,12 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
     except KeyboardInterrupt:
         pass
     finally:
+        dog.stop()
         runtime.stop()
+        try:
+            keeper.flush()  # the last frames' pulses and the final clock states
+        except Exception as exc:  # never lose the recording's close over it
+            runtime.errors.append(f"clock: {type(exc).__name__}: {exc}")
         processing.close()
         wall = time.monotonic() - t0
         cpu = _tree_cpu_s(proc) - cpu0
@@ -322,7 +333,7 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
         if recorder is not None:
             recorder.close()
         rig.close()
-    summary = summarise(tally, rig, runtime, cpu, wall, rss_peak)
+    summary = summarise(tally, rig, runtime, cpu, wall, rss_peak, keeper)
     summary["events"] = {"me": processing.counters["me"],
                          "emotion": processing.counters["emotion"]}
     summary["errors"] += processing.errors[:10]
@@ -339,6 +350,17 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
 
 
 _last_health: dict[str, Any] = {}
+
+
+def _watchdog(tally: StreamTally, rig: Any) -> Any:
+    """systemd: READY once every stream flows, WATCHDOG only while they keep flowing."""
+    from edge.service import Notifier, StreamProgress, Watchdog
+
+    flowing = StreamProgress(lambda: {n: t.received for n, t in tally.tallies.items()},
+                             rig.stream_names(), stall_s=3.0)
+    status = {"last": {}}
+    return Watchdog(Notifier(), flowing,
+                    describe=lambda: _status_line(0.0, tally, rig, status["last"])).start()
 
 
 def _health(tally: StreamTally, rig: Any, runtime: Runtime, proc: psutil.Process,
@@ -382,8 +404,13 @@ def _human_summary(summary: dict[str, Any]) -> str:
     lines = [f"ran {summary['duration_s']} s, CPU {summary['cpu_percent']}% of one core, "
              f"peak RSS {summary['rss_mb']} MB, {summary['markers']} markers"]
     for name, s in summary["streams"].items():
+        sync = s.get("sync") or {}
+        unc = sync.get("uncertainty_ms")
+        clock = (f" | clock {sync.get('quality')} +-{unc:.3f} ms, "
+                 f"{sync.get('drift_ppm'):+.1f} ppm" if unc is not None
+                 else f" | clock {sync.get('quality', 'none')}")
         lines.append(f"  {name:7s} expected {s['expected']:8d} received {s['received']:8d} "
-                     f"dropped {s['dropped']}")
+                     f"dropped {s['dropped']}{clock if sync else ''}")
     if "recording" in summary:
         lines.append(f"  recording: {summary['recording']}")
     return "\n".join(lines)
