@@ -284,13 +284,14 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
     runtime_box: list[Runtime] = []
 
     def health() -> dict[str, Any]:
-        return _health(tally, rig, runtime_box[0], proc, outlet, recorder)
+        return _health(tally, rig, runtime_box[0], proc, outlet, recorder, keeper)
 
     infos = {i.name: i for i in rig.stream_infos()}
     processing = Processing(
         infos, float(cfg.camera["fps"]), outlet, fusion=fusion,
         mains_hz=float(cfg.features["mains_hz"]), health=health,
         record_event=recorder.recorder.write_event if recorder is not None else None,
+        remap=keeper.remap,
     )
     sinks.append(processing)
     runtime = Runtime(rig, sinks)
@@ -364,7 +365,7 @@ def _watchdog(tally: StreamTally, rig: Any) -> Any:
 
 
 def _health(tally: StreamTally, rig: Any, runtime: Runtime, proc: psutil.Process,
-            outlet: Any, recorder: Any) -> dict[str, Any]:
+            outlet: Any, recorder: Any, keeper: Any) -> dict[str, Any]:
     now = time.monotonic()
     dt = now - _last_health.get("t", now)
     before = _last_health.setdefault("received", {})
@@ -373,8 +374,11 @@ def _health(tally: StreamTally, rig: Any, runtime: Runtime, proc: psutil.Process
         t = tally.tallies.get(name, Tally())
         rate = (t.received - before.get(name, 0)) / dt if dt > 0 else 0.0
         before[name] = t.received
+        sync = keeper.summary(name)
         streams[name] = {"rate_hz": round(rate, 1), "dropped": int(t.dropped),
-                         "flowing": rate > 0 or dt == 0, "sync_uncertainty_ms": None}
+                         "flowing": rate > 0 or dt == 0,
+                         "sync_uncertainty_ms": sync.get("uncertainty_ms"),
+                         "sync_quality": sync.get("quality")}
     _last_health["t"] = now
     body: dict[str, Any] = {
         "streams": streams,

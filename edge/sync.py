@@ -38,7 +38,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -282,6 +282,15 @@ class ClockKeeper:
             if stream == CAMERA and self._camera_clock is not None:
                 return self._camera_clock.to_host_ns(device_t, segment=segment)
             return self._model(stream).to_host_ns(device_t, segment=segment)
+
+    def remap(self, block: SampleBlock) -> SampleBlock:
+        """The block with ``host_t_ns`` on the common clock, once its stream's model is
+        fitted to sync pulses; as it came (driver timestamps) before that."""
+        model = self.models.get(block.stream)
+        if model is None or model.quality != "pulse" or not len(block):
+            return block
+        return replace(block, host_t_ns=np.asarray(
+            self.to_host_ns(block.stream, block.device_t), dtype=np.int64))
 
     def to_device_t(self, stream: str, host_ns: np.ndarray | int) -> np.ndarray:
         """The inverse map: a stream's device time (float) at host ns."""
