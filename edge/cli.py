@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="end with one JSON summary line")
     run.add_argument("--quiet", action="store_true", help="no live status lines")
     run.add_argument("--record-dir", help="override rig.data_dir")
+    run.add_argument("--ground-truth", metavar="FILE",
+                     help="simulated rig: write the scenario's ground truth (host ns) here")
 
     st = sub.add_parser("selftest", help="check every configured device, pass/fail each")
     st.add_argument("--config")
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             from edge.runtime import run
 
             return run(cfg, duration_s=args.duration, as_json=args.json, quiet=args.quiet,
-                       record_dir=args.record_dir)
+                       record_dir=args.record_dir, ground_truth=args.ground_truth)
         if args.command == "selftest":
             from edge.selftest import selftest
 

@@ -260,13 +260,15 @@ def _load_fusion() -> Any:
 
 
 def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: bool = False,
-        record_dir: str | None = None) -> int:
+        record_dir: str | None = None, ground_truth: str | None = None) -> int:
     """Run the rig until ``duration_s`` passes (0: until interrupted)."""
     from edge.pipeline import Processing
     from edge.rig import open_rig
     from edge.sync import ClockKeeper
 
     rig = open_rig(cfg, duration_s=duration_s)
+    if ground_truth and rig.bench is not None:
+        rig.bench.write_ground_truth(ground_truth)
     tally = StreamTally()
     # The clock keeper comes before the recorder, which writes its clock states.
     keeper = ClockKeeper.from_rig(rig, camera_fps=float(cfg.camera["fps"]))

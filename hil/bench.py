@@ -11,6 +11,7 @@ the bench for seams and puts the same drivers on them as on hardware.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +126,11 @@ class SimBench:
         return SimInputBus(self.wire[MARKER])
 
     def write_ground_truth(self, path: str | Path) -> None:
-        self.scenario.write_ground_truth(path)
+        """The scenario's truth, anchored on the host clock: scenario t = 0 is ``t0_ns``."""
+        doc = self.scenario.ground_truth()
+        doc["t0_ns"] = self.t0_ns
+        doc["marker_edges"] = [{"code": m.code, "t_ns": m.t_ns} for m in self.expected_markers]
+        Path(path).write_text(json.dumps(doc, indent=1))
 
     def close(self) -> None:
         if self.hub is not None:

@@ -24,6 +24,13 @@ TOML layout::
     intensity = 0.8      # 0..1, 1 is an obvious movement
     [[blinks]]
     t_s = 9.0
+
+Or, instead of listing events, ask for a generated session (see :func:`generate`)::
+
+    [generate]
+    duration_s = 90
+    n_events = 12
+    seed = 3
 """
 
 from __future__ import annotations
@@ -141,6 +148,11 @@ class Scenario:
 
     @classmethod
     def from_dict(cls, doc: dict) -> Scenario:
+        if "generate" in doc:
+            gen = dict(doc["generate"])
+            subject = Subject(**doc["subject"]) if "subject" in doc else None
+            return generate(float(gen.pop("duration_s")), int(gen.pop("n_events")),
+                            subject=subject, **gen)
         exprs = []
         for e in doc.get("expressions", []):
             e = dict(e)
