@@ -71,6 +71,17 @@ def _pcts(values: list[float]) -> dict[str, float | None]:
             "max": round(float(a.max()), 1), "n": len(values)}
 
 
+def _marker_errors_ms(edges: list[dict[str, Any]], published: list[dict[str, Any]]
+                      ) -> list[float]:
+    """Each published marker against the nearest true strobe edge with the same code."""
+    errs = []
+    for m in published:
+        same = [e["t_ns"] for e in edges if e["code"] == m["code"]]
+        if same:
+            errs.append(min(abs(m["marker_t_ns"] - t) for t in same) / 1e6)
+    return errs
+
+
 def score(truth: dict[str, Any], collector: Collector, summary: dict[str, Any]) -> dict[str, Any]:
     t0 = int(truth["t0_ns"])
     gt = [Interval(t0 + e["onset_s"] * 1e9, t0 + e["offset_s"] * 1e9, e["kind"])
@@ -97,9 +108,7 @@ def score(truth: dict[str, Any], collector: Collector, summary: dict[str, Any]) 
         emo_lat.append((arrivals[emo["msg_id"]] - close_ns) / 1e6)
         t_cls.append(event["composite"])
         p_cls.append(emo["predicted"])
-    edges = {m["code"]: m["t_ns"] for m in truth.get("marker_edges", [])}
-    marker_err = [abs(m["marker_t_ns"] - edges[m["code"]]) / 1e6
-                  for m in collector.of("markers") if m["code"] in edges]
+    marker_err = _marker_errors_ms(truth.get("marker_edges", []), collector.of("markers"))
     streams = summary.get("streams", {})
     return {
         "spotting": {k: {kk: round(vv, 3) for kk, vv in v.items()} for k, v in spot.items()},

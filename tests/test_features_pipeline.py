@@ -49,7 +49,8 @@ def rig(dur: float = DUR, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
     truth = {"rr_bpm": 60.0 / np.diff(on).mean()}
     if dur > EVENT_S + 6.0:
         base = 60.0 / np.diff(r[(r > EVENT_S - 3) & (r < EVENT_S)])
-        after = 60.0 / np.diff(r[(r >= EVENT_S - 1) & (r < EVENT_S + 5)])
+        after_s = FeatureConfig().event_after_s
+        after = 60.0 / np.diff(r[(r >= EVENT_S - 1) & (r < EVENT_S + after_s)])
         truth.update(hr_base=base.mean(), hr_drop=after.min() - base.mean())
     return eeg, hub, truth
 
@@ -118,7 +119,9 @@ def test_event_window_has_a_fixed_layout_and_sees_the_responses(full) -> None:
     assert f["eda_scr_amp_us"].value == pytest.approx(0.4, rel=0.1)
     assert f["rsp_insp_pause_max_s"].value == pytest.approx(1.5 + 0.15, abs=0.35)
     assert f["rsp_rate_bpm"].value == pytest.approx(truth["rr_bpm"], abs=3.0)
-    assert f["skt_delta_c"].value == pytest.approx(-0.05, abs=0.01)
+    # Fingers cool 0.05 degC over 5 s; the window sees the part before it closes.
+    after_s = FeatureConfig().event_after_s
+    assert f["skt_delta_c"].value == pytest.approx(-0.05 * min(after_s, 5.0) / 5.0, abs=0.01)
     assert f["eeg_O1_alpha_pow"].value > f["eeg_O1_beta_pow"].value
     values, valid = ev.vector()
     assert values.shape == (len(ev.names),) and valid.all() and np.isfinite(values).all()

@@ -62,7 +62,9 @@ class FeatureConfig:
     scr_window_s: tuple[float, float] = (1.0, 5.0)
     scr_amp_min_us: float = 0.02
     event_hr_base_s: float = 3.0  # HR baseline before the event
-    event_after_s: float = 5.0  # HR, breathing and temperature response window
+    # HR, breathing and temperature response window: short enough that its features (R-peak
+    # and breath detection add ~0.5 and ~1.5 s) are ready when the SCR window (1-5 s) closes.
+    event_after_s: float = 3.5
     eeg_epoch_s: float = 1.0  # EEG epoch centred on the event (apex)
     stale_s: float = 3.0  # summary values older than this (signal time) are invalid
     slow_chunk_s: float = 0.2  # PPG/RSP/EDA/SKT run on chunks this long (adds <= 0.2 s)
