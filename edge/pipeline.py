@@ -203,6 +203,14 @@ class Processing:
         if self._record_event is not None:
             self._record_event("emotion", body, t1)
 
+    def spotter_figures(self) -> dict[str, Any]:
+        """Frames the spotter could not keep up with (queue drops) and its per-frame cost."""
+        ms = np.asarray(self.spot_ms) if self.spot_ms else np.zeros(1)
+        return {"frames_dropped": self._frames.dropped,
+                "frame_ms_p50": round(float(np.percentile(ms, 50)), 3),
+                "frame_ms_p99": round(float(np.percentile(ms, 99)), 3),
+                "status": str(getattr(self.spotter.status, "value", self.spotter.status))}
+
     def close(self) -> None:
         self._halt.set()
         self._thread.join(2.0)

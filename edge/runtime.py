@@ -187,17 +187,35 @@ def _tree_rss_mb(proc: psutil.Process) -> float:
     return total / 2**20
 
 
-def _status_line(elapsed_s: float, tally: StreamTally, rig: Any, last: dict[str, int]) -> str:
+def _status_line(elapsed_s: float, tally: StreamTally, rig: Any, last: dict[str, int],
+                 rss_mb: float | None = None) -> str:
     parts = [f"t={elapsed_s:6.1f}s"]
     for name, t in sorted(tally.tallies.items()):
         rate = t.received - last.get(name, 0)
         last[name] = t.received
         unit = "fps" if name == "camera" else "Hz"
-        parts.append(f"{name} {rate:5d} {unit} drops {t.dropped + rig.dropped(name)}")
+        parts.append(f"{name} {rate:5d} {unit} drops {max(t.dropped, rig.dropped(name))}")
     if tally.markers:
         m = tally.markers[-1]
         parts.append(f"marker {m.code}")
+    if rss_mb is not None:
+        parts.append(f"rss {rss_mb:.1f} MB")
     return " | ".join(parts)
+
+
+def _thread_cpu_s(proc: psutil.Process) -> dict[str, float]:
+    """CPU seconds per named thread of this process, and per child process."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for t in proc.threads():
+            name = names.get(t.id, "other")
+            out[name] = out.get(name, 0.0) + t.user_time + t.system_time
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            ct = child.cpu_times()
+            out[f"process:{child.name()}:{child.pid}"] = ct.user + ct.system
+    return out
 
 
 def summarise(tally: StreamTally, rig: Any, runtime: Runtime, cpu_s: float, wall_s: float,
@@ -301,6 +319,7 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
     if hasattr(outlet, "start"):
         outlet.start()
     cpu0 = _tree_cpu_s(proc)
+    threads0 = _thread_cpu_s(proc)
     t0 = time.monotonic()
     out = sys.stderr if as_json else sys.stdout
     last: dict[str, int] = {}
@@ -315,9 +334,11 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
             now = time.monotonic()
             if now >= next_status:
                 next_status += 1.0
-                rss_peak = max(rss_peak, _tree_rss_mb(proc))
+                rss_now = _tree_rss_mb(proc)
+                rss_peak = max(rss_peak, rss_now)
                 if not quiet:
-                    print(_status_line(now - t0, tally, rig, last), file=out, flush=True)
+                    print(_status_line(now - t0, tally, rig, last, rss_now), file=out,
+                          flush=True)
     except KeyboardInterrupt:
         pass
     finally:
@@ -330,6 +351,7 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
         processing.close()
         wall = time.monotonic() - t0
         cpu = _tree_cpu_s(proc) - cpu0
+        threads1 = _thread_cpu_s(proc)
         rss_peak = max(rss_peak, _tree_rss_mb(proc))
         if hasattr(outlet, "stop"):
             outlet.stop()
@@ -337,8 +359,13 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
             recorder.close()
         rig.close()
     summary = summarise(tally, rig, runtime, cpu, wall, rss_peak, keeper)
+    summary["cpu_percent_by_thread"] = {
+        k: round(100.0 * (v - threads0.get(k, 0.0)) / wall, 1)
+        for k, v in sorted(threads1.items(), key=lambda kv: -kv[1])
+        if v - threads0.get(k, 0.0) > 0.001 * wall}
     summary["events"] = {"me": processing.counters["me"],
                          "emotion": processing.counters["emotion"]}
+    summary["spotter"] = processing.spotter_figures()
     summary["errors"] += processing.errors[:10]
     if recorder is not None:
         summary["recording"] = str(recorder.path)
