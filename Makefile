@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DURATION ?= 60
 
-.PHONY: run test lint soak bench selftest train clean broker-check
+.PHONY: run test lint soak bench bench-tests selftest train clean broker-check
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -40,7 +40,10 @@ lint: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak -p no:cacheprovider -o addopts=""
 
-bench: $(STAMP)
+bench: $(STAMP) broker-check
+	$(BIN)/mmme-hil bench all
+
+bench-tests: $(STAMP)
 	$(BIN)/python -m pytest -m bench -s -o addopts=""
 
 clean:
