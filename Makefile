@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DURATION ?= 60
 
-.PHONY: run test lint soak bench bench-tests selftest train clean broker-check
+.PHONY: run test lint soak bench bench-tests selftest train clean broker-check dashboard-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -21,7 +21,7 @@ selftest: $(STAMP)
 	$(BIN)/mmme-edge selftest --sim
 
 ## The test suite (what CI runs). Needs a mosquitto binary; installs it when root.
-test: $(STAMP) broker-check
+test: $(STAMP) broker-check dashboard-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -32,6 +32,10 @@ broker-check:
 	  else \
 	    echo "The tests start their own Mosquitto broker: install it first (sudo apt-get install mosquitto)."; exit 1; \
 	  fi; }
+
+## Headless Chromium + chromedriver (Debian) and Selenium for the dashboard's browser tests.
+dashboard-deps: $(STAMP)
+	bash dashboard/install-test-deps.sh $(BIN)/python
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

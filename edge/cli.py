@@ -4,6 +4,7 @@
     mmme-edge selftest [--config FILE] [--sim]
     mmme-edge info REC
     mmme-edge export REC --out DIR
+    mmme-edge dashboard [--port P] [--broker ws://HOST:9001]
 
 A bad config or command line is one line on stderr and exit status 2; a device that
 fails to open is one line and exit status 1.
@@ -47,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--sim", action="store_true")
     st.add_argument("--json", action="store_true")
 
-    for name, helptext in (("info", "print a recording's streams"), ("export", "export to BDF+")):
+    for name, helptext in (("info", "print a recording's streams"), ("export", "export to BDF+"),
+                           ("dashboard", "serve the live dashboard page")):
         sp = sub.add_parser(name, help=helptext, add_help=False)
         sp.add_argument("rest", nargs=argparse.REMAINDER)
     return p
@@ -55,10 +57,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("info", "export"):
-        mod = importlib.import_module("edge.inspect" if argv[0] == "info" else "edge.export")
-        entry = mod.info_main if argv[0] == "info" else mod.export_main
-        return int(entry(argv[1:]) or 0)
+    entries = {"info": ("edge.inspect", "info_main"), "export": ("edge.export", "export_main"),
+               "dashboard": ("edge.dashboard", "main")}
+    if argv and argv[0] in entries:
+        module, func = entries[argv[0]]
+        return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:
