@@ -12,8 +12,10 @@ from sensors.blocks import Frame, Marker, SampleBlock
 
 
 class RecordingSink:
-    def __init__(self, recorder: Recorder, record_frames: bool) -> None:
+    def __init__(self, recorder: Recorder, record_frames: bool, clock: Any | None = None
+                 ) -> None:
         self.recorder = recorder
+        self._clock = clock
         self.path = recorder.path
         self._frames = record_frames
 
@@ -28,16 +30,21 @@ class RecordingSink:
         self.recorder.write_marker(marker)
 
     def close(self) -> dict[str, Any]:
+        if self._clock is not None and getattr(self._clock, "recorder", None) is self.recorder:
+            self._clock.attach_recorder(None)
         return self.recorder.close()
 
 
-def recording_path(out_dir: Path, rig_id: str) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return out_dir / f"{rig_id}_{stamp}.mcap"
+def recording_path(out_dir: Path, rig_id: str, session: str | None = None,
+                   subject: str | None = None) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")[:-4] + "Z"
+    who = "".join(f"_{x}" for x in (subject, session) if x)
+    return out_dir / f"{rig_id}{who}_{stamp}.mcap"
 
 
-def open_recording_sink(out_dir: Path, rig: Any, cfg: RigConfig,
-                        clock: Any | None = None) -> RecordingSink:
+def open_recording_sink(out_dir: Path, rig: Any, cfg: RigConfig, clock: Any | None = None,
+                        session: str | None = None, subject: str | None = None
+                        ) -> RecordingSink:
     """The recording sink for ``rig``; ``clock`` (an ``edge.sync.ClockKeeper``) gets the
     recorder to write its clock states to."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -46,7 +53,8 @@ def open_recording_sink(out_dir: Path, rig: Any, cfg: RigConfig,
     if rig.camera is not None and store != "none":
         camera = {"store": store, "width": int(cfg.camera["width"]),
                   "height": int(cfg.camera["height"]), "fps": float(cfg.camera["fps"])}
-    recorder = Recorder(recording_path(out_dir, cfg.rig["id"]), rig.stream_infos(), camera=camera)
+    path = recording_path(out_dir, cfg.rig["id"], session, subject)
+    recorder = Recorder(path, rig.stream_infos(), camera=camera)
     if clock is not None:
         clock.attach_recorder(recorder)
-    return RecordingSink(recorder, record_frames=camera is not None)
+    return RecordingSink(recorder, record_frames=camera is not None, clock=clock)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import psutil
 
 from edge.config import RigConfig
+from edge.controls import Controls
 from edge.queues import DropQueue
 from sensors.blocks import Frame, Marker, SampleBlock, monotonic_ns
 
@@ -254,7 +255,12 @@ def _software_version() -> str:
         return "0+unknown"
 
 
-def _open_outlet(cfg: RigConfig, rig: Any, model_version: str) -> Any:
+def _noop(**_kw: Any) -> None:
+    pass
+
+
+def _open_outlet(cfg: RigConfig, rig: Any, model_version: str,
+                 on_command: Any = None) -> Any:
     """The MQTT publisher when [mqtt] is enabled, else a local in-memory outlet."""
     from edge.pipeline import LocalOutlet
 
@@ -264,7 +270,7 @@ def _open_outlet(cfg: RigConfig, rig: Any, model_version: str) -> Any:
 
     settings = MqttSettings.from_config(cfg.mqtt)
     status = status_body(_software_version(), model_version, cfg.digest(), rig.stream_names())
-    return Publisher(settings, cfg.rig["id"], status)
+    return Publisher(settings, cfg.rig["id"], status, on_command=on_command)
 
 
 def _load_fusion() -> Any:
@@ -291,27 +297,35 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
     # The clock keeper comes before the recorder, which writes its clock states.
     keeper = ClockKeeper.from_rig(rig, camera_fps=float(cfg.camera["fps"]))
     sinks: list[Sink] = [tally, keeper]
-    recorder = None
-    if cfg.rig["record"]:
+    out_dir = Path(record_dir or cfg.rig["data_dir"])
+
+    def open_recording(session: str | None = None, subject: str | None = None) -> Any:
         from edge.recording_sink import open_recording_sink
 
-        out_dir = Path(record_dir or cfg.rig["data_dir"])
-        recorder = open_recording_sink(out_dir, rig, cfg, clock=keeper)
-        sinks.append(recorder)
+        return open_recording_sink(out_dir, rig, cfg, clock=keeper, session=session,
+                                   subject=subject)
+
     fusion = _load_fusion()
-    outlet = _open_outlet(cfg, rig, getattr(fusion, "version", "none"))
+    controls = Controls(sinks, open_recording,
+                        on_state=lambda **kw: getattr(outlet, "update_status", _noop)(**kw))
+    outlet = _open_outlet(cfg, rig, getattr(fusion, "version", "none"), controls.handle)
+    if cfg.rig["record"]:
+        controls.handle_now("start_recording")
     proc = psutil.Process(os.getpid())
     runtime_box: list[Runtime] = []
 
     def health() -> dict[str, Any]:
-        return _health(tally, rig, runtime_box[0], proc, outlet, recorder, keeper)
+        return _health(tally, rig, runtime_box[0], proc, outlet, controls.recording, keeper)
+
+    def record_event(kind: str, payload: dict[str, Any], t_ns: int) -> None:
+        if controls.recording is not None:
+            controls.recording.recorder.write_event(kind, payload, t_ns)
 
     infos = {i.name: i for i in rig.stream_infos()}
     processing = Processing(
         infos, float(cfg.camera["fps"]), outlet, fusion=fusion,
         mains_hz=float(cfg.features["mains_hz"]), health=health,
-        record_event=recorder.recorder.write_event if recorder is not None else None,
-        remap=keeper.remap,
+        record_event=record_event, remap=keeper.remap,
     )
     sinks.append(processing)
     runtime = Runtime(rig, sinks)
@@ -330,6 +344,7 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
     try:
         while duration_s <= 0 or time.monotonic() - t0 < duration_s:
             runtime.dispatch(0.005)
+            controls.apply_pending()
             processing.tick()
             now = time.monotonic()
             if now >= next_status:
@@ -355,8 +370,9 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
         rss_peak = max(rss_peak, _tree_rss_mb(proc))
         if hasattr(outlet, "stop"):
             outlet.stop()
-        if recorder is not None:
-            recorder.close()
+        controls.apply_pending()
+        if controls.recording is not None:
+            controls.handle_now("stop_recording")
         rig.close()
     summary = summarise(tally, rig, runtime, cpu, wall, rss_peak, keeper)
     summary["cpu_percent_by_thread"] = {
@@ -367,8 +383,9 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
                          "emotion": processing.counters["emotion"]}
     summary["spotter"] = processing.spotter_figures()
     summary["errors"] += processing.errors[:10]
-    if recorder is not None:
-        summary["recording"] = str(recorder.path)
+    if controls.closed_recordings:
+        summary["recording"] = controls.closed_recordings[-1]
+        summary["recordings"] = controls.closed_recordings
     if not quiet:
         for e in summary["errors"][:5]:
             print(f"error: {e}", file=out)
