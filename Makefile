@@ -40,6 +40,18 @@ dashboard-deps: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+## Retrain the shipped fusion model from scratch (seed 0): cohort, evaluation, int8
+## export, model card. TensorFlow lives in its own venv so the rig's stays light.
+TRAIN_VENV ?= .venv-train
+$(TRAIN_VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(TRAIN_VENV)
+	$(TRAIN_VENV)/bin/pip install --quiet --upgrade pip
+	$(TRAIN_VENV)/bin/pip install --quiet -e '.[train]'
+	touch $@
+
+train: $(TRAIN_VENV)/.installed
+	$(TRAIN_VENV)/bin/python -m models.train --seed 0 --out models/
+
 ## Opt-in long runs.
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak -p no:cacheprovider -o addopts=""

@@ -54,6 +54,7 @@ def _child(factory: Callable[[], Any], conn: Connection, rt_priority: int | None
     gc.freeze()
     conn.send(("info", driver.info, sched))
     running = False
+    next_report = 0.0
     try:
         while True:
             if conn.poll(0 if running else 0.1):
@@ -67,10 +68,16 @@ def _child(factory: Callable[[], Any], conn: Connection, rt_priority: int | None
                     running = False
                 elif cmd == "close":
                     break
+                elif isinstance(cmd, tuple) and cmd[0] == "fault":
+                    _inject(driver, cmd[1], cmd[2])
             if running:
                 blocks = driver.poll(0.02)
                 if blocks:
                     conn.send(("blocks", blocks, asdict(driver.counters)))
+                elif getattr(driver, "stalled", False) and time.monotonic() >= next_report:
+                    # No data is coming: still ship the counters (e.g. drdy_timeouts).
+                    next_report = time.monotonic() + 0.5
+                    conn.send(("blocks", [], asdict(driver.counters)))
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         pass
     finally:
@@ -78,6 +85,15 @@ def _child(factory: Callable[[], Any], conn: Connection, rt_priority: int | None
             driver.close()
         with contextlib.suppress(Exception):
             conn.send(("closed", asdict(driver.counters)))
+
+
+def _inject(driver: Any, method: str, args: tuple[Any, ...]) -> None:
+    """HIL fault injection: call ``method`` on every emulated chip behind the driver's
+    SPI buses (``hil.sim_ads1299.Ads1299Emulator``); real buses lack it and ignore it."""
+    for bus in getattr(driver, "_spi", ()):
+        fn = getattr(bus, method, None)
+        if callable(fn):
+            fn(*args)
 
 
 class ProcessDriver:
@@ -148,10 +164,15 @@ class ProcessDriver:
             self._conn = None
         return out
 
+    def inject(self, method: str, *args: Any) -> None:
+        """HIL only: call ``method(*args)`` on the emulated chips in the child process
+        (e.g. ``"stick_drdy"`` / ``"release_drdy"``); a no-op on real hardware."""
+        self._send(("fault", method, args))
+
     def _update_counters(self, d: dict[str, Any]) -> None:
         self.counters = StreamCounters(**d)
 
-    def _send(self, cmd: str) -> None:
+    def _send(self, cmd: Any) -> None:
         if self._conn is not None:
             with contextlib.suppress(BrokenPipeError, OSError):
                 self._conn.send(cmd)

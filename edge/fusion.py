@@ -22,6 +22,7 @@ No TensorFlow here: the interpreter is ai-edge-litert, else tflite-runtime.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -202,6 +203,8 @@ class FusionModel:
 
     def __init__(self, interpreter: object, path: Path, backend: str) -> None:
         self.path, self.backend = path, backend
+        # Published in the rig's status: the file's own hash, so a swapped model shows.
+        self.version = "fusion-int8-" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:10]
         self._it = interpreter
         ins, outs = _named_details(interpreter)
         problems = []

@@ -131,7 +131,7 @@ class Processing:
     def _on_interval(self, iv: SpottedInterval) -> None:
         vf = interval_features(iv)
         visual = vf.stst if vf is not None else None
-        probs = self.fusion.visual_probs(visual) if (self.fusion and visual is not None) else {}
+        probs = self._visual_probs(visual)
         body = {
             "kind": iv.kind,
             "interval": {"onset_frame": iv.onset, "apex_frame": iv.apex,
@@ -149,6 +149,17 @@ class Processing:
             self._record_event("me", {**body, "msg_id": msg_id}, iv.offset_ns)
         due = iv.apex_ns + int(EVENT_WINDOW_AFTER_S * 1e9)
         self._pending.append(_Pending(iv, msg_id, visual, probs, due))
+
+    def _visual_probs(self, visual: np.ndarray | None) -> dict[str, float]:
+        """The model's composite classes from the face alone (physiology inputs missing)."""
+        if self.fusion is None or visual is None:
+            return {}
+        from edge.fusion import INPUT_SPEC
+
+        eeg = np.zeros(INPUT_SPEC["eeg"][0][1:], np.float32)
+        periph = np.zeros(INPUT_SPEC["periph"][0][1:], np.float32)
+        res = self.fusion.predict(visual, eeg, periph, contributions=False)
+        return {k: round(v, 4) for k, v in res.composite.items()}
 
     # -- periodic, in the dispatcher's thread ----------------------------------------------
     def tick(self) -> None:
@@ -181,7 +192,7 @@ class Processing:
             self._emit_emotion(p, window)
 
     def _emit_emotion(self, p: _Pending, window: Any) -> None:
-        values, valid = window.vector()
+        _, valid = window.vector()
         t1 = p.interval.apex_ns + int(EVENT_WINDOW_AFTER_S * 1e9)
         body: dict[str, Any] = {
             "me_msg_id": p.me_msg_id,
@@ -192,9 +203,7 @@ class Processing:
             "physio_total": int(valid.size),
         }
         if self.fusion is not None:
-            res = self.fusion.predict_window(p.visual, dict(zip(window.names, values,
-                                                               strict=True)))
-            body.update(res)
+            body.update(self._fuse(p))
         else:
             body.update({"composite": p.visual_probs or {}, "predicted": _argmax(
                 p.visual_probs) or "surprise", "contributions": {"visual": 1.0}})
@@ -210,6 +219,24 @@ class Processing:
                 "frame_ms_p50": round(float(np.percentile(ms, 50)), 3),
                 "frame_ms_p99": round(float(np.percentile(ms, 99)), 3),
                 "status": str(getattr(self.spotter.status, "value", self.spotter.status))}
+
+    def _fuse(self, p: _Pending) -> dict[str, Any]:
+        from edge.fusion import event_inputs
+
+        eeg, periph = event_inputs(self.features, p.interval.apex_ns)
+        visual = p.visual if p.visual is not None else np.zeros((28, 28, 3), np.float32)
+        res = self.fusion.predict(visual, eeg, periph)
+        return {
+            "composite": {k: round(v, 4) for k, v in res.composite.items()},
+            "emotions": {k: round(v, 4) for k, v in res.emotion.items()},
+            "predicted": res.predicted,
+            "predicted_emotion": res.predicted_emotion,
+            "contributions": {"visual": round(res.contributions["visual"], 4),
+                              "eeg": round(res.contributions["eeg"], 4),
+                              "peripheral": round(res.contributions["periph"], 4)},
+            "model_version": getattr(self.fusion, "version", "unknown"),
+            "inference_us": round(res.latency_us, 1),
+        }
 
     def close(self) -> None:
         self._halt.set()
