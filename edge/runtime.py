@@ -357,6 +357,8 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
     except KeyboardInterrupt:
         pass
     finally:
+        threads1 = _thread_cpu_s(proc)  # before the threads end and take their figures along
+        t_threads = time.monotonic()
         dog.stop()
         runtime.stop()
         try:
@@ -366,7 +368,6 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
         processing.close()
         wall = time.monotonic() - t0
         cpu = _tree_cpu_s(proc) - cpu0
-        threads1 = _thread_cpu_s(proc)
         rss_peak = max(rss_peak, _tree_rss_mb(proc))
         if hasattr(outlet, "stop"):
             outlet.stop()
@@ -375,10 +376,11 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
             controls.handle_now("stop_recording")
         rig.close()
     summary = summarise(tally, rig, runtime, cpu, wall, rss_peak, keeper)
+    span = max(t_threads - t0, 1e-9)
     summary["cpu_percent_by_thread"] = {
-        k: round(100.0 * (v - threads0.get(k, 0.0)) / wall, 1)
-        for k, v in sorted(threads1.items(), key=lambda kv: -kv[1])
-        if v - threads0.get(k, 0.0) > 0.001 * wall}
+        k: round(100.0 * (v - threads0.get(k, 0.0)) / span, 1)
+        for k, v in sorted(threads1.items(), key=lambda kv: -(kv[1] - threads0.get(kv[0], 0.0)))
+        if v - threads0.get(k, 0.0) > 0.001 * span}
     summary["events"] = {"me": processing.counters["me"],
                          "emotion": processing.counters["emotion"]}
     summary["spotter"] = processing.spotter_figures()

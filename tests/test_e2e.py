@@ -31,9 +31,11 @@ def test_every_spotted_expression_gets_a_fused_result(result: dict) -> None:
 
 def test_results_arrive_promptly(result: dict) -> None:
     # The targets (p99 150 ms for events/me, 200 ms for events/emotion) are measured by
-    # `mmme-hil run`; here a looser bound catches regressions without flaking on a
-    # shared machine.
-    assert result["me_latency_ms"]["max"] <= 500, result["me_latency_ms"]
+    # `mmme-hil run`. Here the typical event must meet them, and no event may be late by
+    # more than a second: a stricter tail would flake on a shared 2-core machine.
+    assert result["me_latency_ms"]["p50"] <= 150, result["me_latency_ms"]
+    assert result["emotion_latency_ms"]["p50"] <= 200, result["emotion_latency_ms"]
+    assert result["me_latency_ms"]["max"] <= 1000, result["me_latency_ms"]
     assert result["emotion_latency_ms"]["max"] <= 1000, result["emotion_latency_ms"]
 
 
