@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DURATION ?= 60
 
-.PHONY: run test lint soak bench bench-tests selftest train clean broker-check dashboard-deps
+.PHONY: run test lint soak bench bench-tests selftest train clean broker-check dashboard-deps test-tflite
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,7 @@ selftest: $(STAMP)
 test: $(STAMP) broker-check dashboard-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+	$(MAKE) test-tflite
 
 broker-check:
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
@@ -32,6 +33,18 @@ broker-check:
 	  else \
 	    echo "The tests start their own Mosquitto broker: install it first (sudo apt-get install mosquitto)."; exit 1; \
 	  fi; }
+
+## The shipped model in the last tflite-runtime (2.14: Python <= 3.11, numpy < 2),
+## beside LiteRT with numpy 2 in the main venv.
+TFL_VENV ?= .venv-tflite
+test-tflite:
+	@if $(PY) -c 'import sys; sys.exit(sys.version_info >= (3, 12))'; then \
+	  [ -x $(TFL_VENV)/bin/python ] || $(PY) -m venv $(TFL_VENV); \
+	  $(TFL_VENV)/bin/pip install --quiet 'numpy<2' tflite-runtime==2.14.0 pytest==9.2.0 \
+	    pytest-timeout==2.4.0; \
+	  PYTHONPATH=. $(TFL_VENV)/bin/python -m pytest -q -p no:cacheprovider \
+	    tests/test_fusion_runtime.py; \
+	else echo "tflite-runtime 2.14 needs Python <= 3.11: skipped (LiteRT is tested)"; fi
 
 ## Headless Chromium + chromedriver (Debian) and Selenium for the dashboard's browser tests.
 dashboard-deps: $(STAMP)

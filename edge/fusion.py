@@ -23,6 +23,9 @@ No TensorFlow here: the interpreter is ai-edge-litert, else tflite-runtime.
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -128,6 +131,29 @@ def event_inputs(pipeline: object, apex_ns: int) -> tuple[np.ndarray, np.ndarray
     return eeg_vector(now), periph_vector(now, before)
 
 
+def _check_integrity(p: Path, data: bytes) -> None:
+    """A damaged model must be an error, not a crash: tflite-runtime 2.14 segfaults on a
+    truncated flatbuffer. With a ``.sha256`` sidecar (written by models.export) the hash
+    must match; without one the file is first opened by a throwaway child process."""
+    sidecar = Path(f"{p}.sha256")
+    if sidecar.is_file():
+        want = sidecar.read_text().split()[0] if sidecar.read_text().split() else ""
+        if hashlib.sha256(data).hexdigest() != want:
+            raise ModelSpecError(f"{p}: checksum does not match {sidecar.name} "
+                                 "(file damaged, truncated or replaced without its sidecar)")
+        return
+    code = ("import sys; from edge.fusion import _interpreter_class; "
+            "c, _ = _interpreter_class(); i = c(model_path=sys.argv[1]); i.allocate_tensors()")
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(root), os.environ.get("PYTHONPATH", "")])}
+    probe = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True,
+                           text=True, timeout=60, env=env)
+    if probe.returncode != 0:
+        why = (probe.stderr.strip().splitlines() or [f"exit status {probe.returncode}"])[-1]
+        raise ModelSpecError(f"{p}: the interpreter cannot load it ({why[:200]})")
+
+
 # --------------------------------------------------------------------- interpreter
 def _interpreter_class() -> tuple[type, str]:
     try:
@@ -231,6 +257,7 @@ class FusionModel:
         data = p.read_bytes()
         if len(data) < 8 or data[4:8] != b"TFL3":
             raise ModelSpecError(f"{p}: not a TFLite flatbuffer (no TFL3 identifier)")
+        _check_integrity(p, data)
         interp_cls, backend = _interpreter_class()
         try:
             it = interp_cls(model_content=data, num_threads=num_threads)

@@ -70,6 +70,11 @@ def wrong_model() -> bytes:
 
 
 def write(path: Path, data: bytes) -> Path:
+    """The model file and its ``.sha256`` sidecar, which the runtime checks before the
+    interpreter sees a byte (tflite-runtime crashes on a truncated file)."""
+    import hashlib
+
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
+    Path(f"{path}.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
     return path

@@ -55,11 +55,19 @@ def test_stored_inputs_quantize_to_the_stored_int8_inputs(model, ref):
         assert np.array_equal(q, ref[f"{m}_q"]), m
 
 
-def test_shipped_model_reproduces_stored_int8_outputs_exactly(model, ref):
+def test_shipped_model_reproduces_stored_int8_outputs(model, ref):
+    """LiteRT, which produced the stored outputs, reproduces them bit for bit. The last
+    tflite-runtime (2.14, numpy 1.x) rounds some int8 kernels differently: measured
+    within 2 LSB, and the same class for every stored input."""
+    exact = model.backend == "ai-edge-litert"
     for j in range(len(ref["eeg"])):
         c, e = model.invoke_int8(ref["visual_q"][j], ref["eeg_q"][j], ref["periph_q"][j])
-        assert np.array_equal(c, ref["composite_q"][j]), j
-        assert np.array_equal(e, ref["emotion_q"][j]), j
+        for got, want in ((c, ref["composite_q"][j]), (e, ref["emotion_q"][j])):
+            if exact:
+                assert np.array_equal(got, want), j
+            else:
+                assert np.abs(got.astype(int) - want).max() <= 2, j
+                assert np.argmax(got) == np.argmax(want), j
 
 
 def test_int8_predictions_agree_with_the_float_network_on_stored_inputs(model, ref):
@@ -139,7 +147,9 @@ def test_predict_rejects_wrong_input_shapes(model):
 
 
 def test_falls_back_to_tflite_runtime_with_identical_results(monkeypatch, ref):
-    from ai_edge_litert.interpreter import Interpreter
+    """The fallback path, with LiteRT standing in for tflite-runtime's identical API
+    (the real tflite-runtime runs this whole file in `make test-tflite`)."""
+    Interpreter = pytest.importorskip("ai_edge_litert.interpreter").Interpreter
 
     fake = types.ModuleType("tflite_runtime.interpreter")
     fake.Interpreter = Interpreter  # the same API; stands in for the real package
