@@ -38,6 +38,7 @@ Faults: ``chip_id=`` (wrong or absent part: 0x00 / 0xFF), :meth:`stick_drdy`,
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 import weakref
@@ -511,8 +512,25 @@ class Ads1299Emulator:
             return bytes(27)
         ch = self._chunk(run, k // run.chunk_n)
         row = k - ch.k0
-        st = int(self._status(run, np.array([k]), ch.t_ns[row : row + 1])[0])
+        st = self._status_one(run, k, int(ch.t_ns[row]))
         return st.to_bytes(3, "big") + ch.data[row].tobytes()
+
+    def _status_one(self, run: _Run, k: int, t_ns: int) -> int:
+        """:meth:`_status` for one sample in plain ints: this runs once per DRDY, inside
+        the reader's deadline, where a dozen small numpy calls cost tens of us."""
+        i = bisect.bisect_right(run.loff_k, k) - 1
+        p, nn = int(run.loff_p[i]), int(run.loff_n[i])
+        if self._regs[0x17] & 0x02:
+            p &= self._regs[0x0F]
+            nn &= self._regs[0x10]
+        else:
+            p = nn = 0
+        gpio = self._regs[0x14]
+        inputs = gpio & 0x0F
+        nibble = ((gpio >> 4) & 0x0F) & ~inputs & 0x0F
+        if inputs & 0x08 and self.wire is not None:
+            nibble |= (self.wire[SYNC].value_one(t_ns) & 1) << 3
+        return 0xC00000 | (p << 12) | (nn << 4) | nibble
 
     def _set_lead(self, channel: int | str, side: str, opened: bool) -> None:
         ch = self.channels.index(channel) if isinstance(channel, str) else int(channel)

@@ -115,6 +115,14 @@ class Net:
             out = np.where(hit, values[np.clip(pos, 0, None)], out)
         return out
 
+    def value_one(self, t_ns: int) -> int:
+        """:meth:`value_at` for one time, without numpy array set-up."""
+        _, segments = self._segments()
+        for times, values in reversed(segments):  # newest first
+            if times.size and int(times[0]) <= t_ns:
+                return int(values[int(np.searchsorted(times, t_ns, side="right")) - 1])
+        return self._initial
+
     def transitions(self, after_ns: int, until_ns: int) -> tuple[np.ndarray, np.ndarray]:
         """Transitions with after_ns < t <= until_ns, in order."""
         _, segments = self._segments()
