@@ -30,7 +30,7 @@ from edge.spotting.visual import interval_features
 from sensors.blocks import Frame, Marker, SampleBlock, StreamInfo, monotonic_ns
 
 EVENT_WINDOW_AFTER_S = 5.0  # SCR 1-5 s after the apex, HR and breathing over 5 s
-EVENT_WINDOW_GRACE_S = 0.15  # then publish with what is valid; pending inputs count as missing
+EVENT_WINDOW_GRACE_S = 0.1  # then publish with what is valid; pending inputs count as missing
 VITALS_PERIOD_S = 1.0
 HEALTH_PERIOD_S = 5.0
 

@@ -10,7 +10,7 @@ subscriber (its own MQTT session, deduplicating on msg_id) collects what arrives
   expressions that matched one in the truth;
 - latency: from a matched expression's true offset to the arrival of its ``events/me``
   message, and from its physiological window's close (apex + 5 s) to the arrival of its
-  ``events/emotion`` message;
+  ``events/emotion`` message (the window the rig used, ``window.t1_ns`` in the message);
 - alignment: markers published on the common clock against the true strobe edges, and
   the clock models' own uncertainty;
 - drops: per stream, from the rig's summary.
@@ -33,7 +33,6 @@ import numpy as np
 
 from edge import config
 from edge.evaluation.megc import Interval, match, metrics
-from edge.pipeline import EVENT_WINDOW_AFTER_S
 from hil.broker import Broker
 from hil.subscriber import Collector
 
@@ -104,8 +103,8 @@ def score(truth: dict[str, Any], collector: Collector, summary: dict[str, Any]) 
         emo = emotions.get(msg["msg_id"])
         if emo is None:
             continue
-        close_ns = t0 + (event["apex_s"] + EVENT_WINDOW_AFTER_S) * 1e9
-        emo_lat.append((arrivals[emo["msg_id"]] - close_ns) / 1e6)
+        # The rig's own physiological window (from its spotted apex) closes at t1_ns.
+        emo_lat.append((arrivals[emo["msg_id"]] - emo["window"]["t1_ns"]) / 1e6)
         t_cls.append(event["composite"])
         p_cls.append(emo["predicted"])
     marker_err = _marker_errors_ms(truth.get("marker_edges", []), collector.of("markers"))
