@@ -40,10 +40,12 @@ CLASSES = ("negative", "positive", "surprise")
 SETTLE_S = 3.0  # after the rig exits, for the last messages
 
 
-def _config_text(port: int, scenario: Path, rig_id: str) -> str:
+def _config_text(port: int, scenario: Path, rig_id: str, outbox: Path) -> str:
     text = config.example_path("sim").read_text()
+    # Each run its own outbox: a shared one would replay an earlier run's backlog.
     text = text.replace('[mqtt]\nenabled = false\nhost = "localhost"\nport = 1883',
-                        f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {port}')
+                        f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {port}\n'
+                        f'outbox = "{outbox}"')
     text = text.replace('id = "sim-01"', f'id = "{rig_id}"')
     return text.replace("[sim]\n", f'[sim]\nscenario = "{scenario}"\n')
 
@@ -141,7 +143,8 @@ def run_scenario(scenario: Path, workdir: Path, duration_s: float | None = None,
         collector = Collector(broker.port, f"mmme/v1/{rig_id}/#", client_id="hil-dashboard")
         collector.start()
         cfg = workdir / "rig.toml"
-        cfg.write_text(_config_text(broker.port, scenario.resolve(), rig_id))
+        cfg.write_text(_config_text(broker.port, scenario.resolve(), rig_id,
+                                    workdir.resolve() / "outbox.sqlite"))
         truth_path = workdir / "truth.json"
         proc = subprocess.run(
             [sys.executable, "-m", "edge.cli", "run", "--sim", "--config", str(cfg),
