@@ -78,6 +78,23 @@ class Feature:
 
 
 # --- streaming filters ------------------------------------------------------------------
+class OneSecondPieces:
+    """A streaming step whose bounded history must hold what its detectors still need:
+    a block of any size is fed to ``_update`` in pieces of at most one second."""
+
+    fs: float
+
+    def update(self, t_ns: np.ndarray, x: np.ndarray, bad: np.ndarray) -> list[Feature]:
+        step = max(int(self.fs), 1)
+        out: list[Feature] = []
+        for a in range(0, x.shape[0], step):
+            out += self._update(t_ns[a:a + step], x[a:a + step], bad[a:a + step])
+        return out
+
+    def _update(self, t_ns: np.ndarray, x: np.ndarray, bad: np.ndarray) -> list[Feature]:
+        raise NotImplementedError
+
+
 class SosStream:
     """A causal IIR filter (second-order sections) whose state is carried across blocks,
     so filtering in blocks of any size gives the same output as one call on the whole."""

@@ -10,11 +10,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import NO_BEATS, OK, WARMUP, Feature, Ring, fill_nonfinite, reason_of, union_bits
+from .base import (
+    NO_BEATS,
+    OK,
+    WARMUP,
+    Feature,
+    OneSecondPieces,
+    Ring,
+    fill_nonfinite,
+    reason_of,
+    union_bits,
+)
 from .peaks import AdaptivePeaks, BeatSeries, local_max_candidates
 
 
-class BeatStep:
+class BeatStep(OneSecondPieces):
     """Base class: subclasses set the filters and implement ``_columns``, ``_value`` and
     ``_refine``."""
 
@@ -57,15 +67,6 @@ class BeatStep:
         return []
 
     # --- streaming ----------------------------------------------------------------------------
-    def update(self, t_ns: np.ndarray, x: np.ndarray, bad: np.ndarray) -> list[Feature]:
-        """Consume a block of any size: a long one is taken in 1-s pieces so the bounded
-        history always holds what the detectors still need."""
-        step = max(int(self.fs), 1)
-        out: list[Feature] = []
-        for a in range(0, x.shape[0], step):
-            out += self._update(t_ns[a:a + step], x[a:a + step], bad[a:a + step])
-        return out
-
     def _update(self, t_ns: np.ndarray, x: np.ndarray, bad: np.ndarray) -> list[Feature]:
         """``x`` (n,) one channel, ``bad`` (n,) quality bits -> features decided now."""
         if x.shape[0] == 0:

@@ -24,6 +24,7 @@ from .base import (
     PENDING,
     WARMUP,
     Feature,
+    OneSecondPieces,
     Ring,
     SosStream,
     butter,
@@ -42,7 +43,7 @@ class Scr:
     clean: bool  # no bad sample between onset and peak
 
 
-class EdaFeatures:
+class EdaFeatures(OneSecondPieces):
     """``update(t_ns, x, bad)`` on EDA in uS. Per SCR: ``eda_scr_amp_us`` (t_ns: onset)
     and ``eda_scr_rise_s``. Every 1 s: ``eda_scl_us`` (tonic), ``eda_phasic_us``,
     ``eda_us`` (signal level)."""
@@ -70,15 +71,6 @@ class EdaFeatures:
         self._hist_ns = int(history_s * 1e9)
         self._latest_ns = 0
         self._first_ns: int | None = None
-
-    def update(self, t_ns: np.ndarray, x: np.ndarray, bad: np.ndarray) -> list[Feature]:
-        """Consume a block of any size: a long one is taken in 1-s pieces so the bounded
-        history always holds what the detectors still need."""
-        step = max(int(self.fs), 1)
-        out: list[Feature] = []
-        for a in range(0, x.shape[0], step):
-            out += self._update(t_ns[a:a + step], x[a:a + step], bad[a:a + step])
-        return out
 
     def _update(self, t_ns: np.ndarray, x: np.ndarray, bad: np.ndarray) -> list[Feature]:
         if x.shape[0] == 0:

@@ -28,6 +28,7 @@ from .base import (
     OK,
     WARMUP,
     Feature,
+    OneSecondPieces,
     Ring,
     SosStream,
     butter,
@@ -80,7 +81,7 @@ def _is_frontal(name: str) -> bool:
     return u.startswith(("FP", "AF")) or u in ("F7", "F8", "F3", "F4", "FZ")
 
 
-class EegFeatures:
+class EegFeatures(OneSecondPieces):
     """``update(t_ns, x, bad)`` on (n, c) EEG in uV. Every 1 s: per channel and band
     ``eeg_{ch}_{band}_pow`` (uV^2) and ``eeg_{ch}_{band}_de`` (nat); ``eeg_blink`` and
     ``eeg_eye_move`` (1.0/0.0). ``epoch(t0, t1)`` gives the same for any held span."""
@@ -111,15 +112,6 @@ class EegFeatures:
         self._last = np.zeros(c)
         self._latest_ns = 0
         self.last_window: dict[str, Feature] = {}
-
-    def update(self, t_ns: np.ndarray, x: np.ndarray, bad: np.ndarray) -> list[Feature]:
-        """Consume a block of any size: a long one is taken in 1-s pieces so the bounded
-        history always holds what the detectors still need."""
-        step = max(int(self.fs), 1)
-        out: list[Feature] = []
-        for a in range(0, x.shape[0], step):
-            out += self._update(t_ns[a:a + step], x[a:a + step], bad[a:a + step])
-        return out
 
     def _update(self, t_ns: np.ndarray, x: np.ndarray, bad: np.ndarray) -> list[Feature]:
         if x.shape[0] == 0:

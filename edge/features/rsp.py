@@ -24,6 +24,7 @@ from .base import (
     OK,
     WARMUP,
     Feature,
+    OneSecondPieces,
     Ring,
     SosStream,
     butter,
@@ -34,7 +35,7 @@ from .base import (
 )
 
 
-class RspFeatures:
+class RspFeatures(OneSecondPieces):
     """``update(t_ns, x, bad)``. Per breath: ``rsp_breath_rate_bpm``, ``rsp_breath_amp``
     (channel unit), ``rsp_insp_s``, ``rsp_insp_pause_s`` (t_ns: inspiration onset). Every
     1 s: ``rsp_rate_bpm`` and ``rsp_amp`` (mean over breaths of the last ``window_s``),
@@ -64,15 +65,6 @@ class RspFeatures:
         self._prev_onset: int | None = None
         self.breaths: list[tuple[int, float, float, float, float]] = []  # t, rate, amp, insp, pause
         self._latest_ns = 0
-
-    def update(self, t_ns: np.ndarray, x: np.ndarray, bad: np.ndarray) -> list[Feature]:
-        """Consume a block of any size: a long one is taken in 1-s pieces so the bounded
-        history always holds what the detectors still need."""
-        step = max(int(self.fs), 1)
-        out: list[Feature] = []
-        for a in range(0, x.shape[0], step):
-            out += self._update(t_ns[a:a + step], x[a:a + step], bad[a:a + step])
-        return out
 
     def _update(self, t_ns: np.ndarray, x: np.ndarray, bad: np.ndarray) -> list[Feature]:
         if x.shape[0] == 0:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import OK, WARMUP, Feature, Ring, fill_nonfinite, reason_of, union_bits
+from .base import OK, WARMUP, Feature, OneSecondPieces, Ring, fill_nonfinite, reason_of, union_bits
 
 
-class SktFeatures:
+class SktFeatures(OneSecondPieces):
     """``update(t_ns, x, bad)`` in degC. Every 1 s: ``skt_c``, ``skt_slope_c_per_min``."""
 
     LATENCY_MS = 0.0
@@ -23,15 +23,6 @@ class SktFeatures:
         self._next_tick = self.tick
         self._last = np.zeros(1)
         self._latest_ns = 0
-
-    def update(self, t_ns: np.ndarray, x: np.ndarray, bad: np.ndarray) -> list[Feature]:
-        """Consume a block of any size: a long one is taken in 1-s pieces so the bounded
-        history always holds what the detectors still need."""
-        step = max(int(self.fs), 1)
-        out: list[Feature] = []
-        for a in range(0, x.shape[0], step):
-            out += self._update(t_ns[a:a + step], x[a:a + step], bad[a:a + step])
-        return out
 
     def _update(self, t_ns: np.ndarray, x: np.ndarray, bad: np.ndarray) -> list[Feature]:
         if x.shape[0] == 0:
