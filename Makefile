@@ -53,7 +53,7 @@ dashboard-deps: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-## Retrain the shipped fusion model from scratch (seed 0): cohort, evaluation, int8
+## Retrain the shipped fusion model from scratch (seed 0): cohort, LOSO evaluation, int8
 ## export, model card. TensorFlow lives in its own venv so the rig's stays light.
 TRAIN_VENV ?= .venv-train
 $(TRAIN_VENV)/.installed: pyproject.toml
@@ -63,7 +63,7 @@ $(TRAIN_VENV)/.installed: pyproject.toml
 	touch $@
 
 train: $(TRAIN_VENV)/.installed
-	$(TRAIN_VENV)/bin/python -m models.train --seed 0 --out models/
+	$(TRAIN_VENV)/bin/python -m models.train --seed 0 --folds 0 --out models/
 
 ## Opt-in long runs.
 soak: $(STAMP)

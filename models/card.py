@@ -42,8 +42,9 @@ def write_card(path: Path, m: dict) -> None:
         f"{m['latency']['p90_us']:.0f} us per event (quantize + invoke + dequantize, one "
         "thread, ai-edge-litert, x86_64 dev machine shared with other work; "
         "`mmme-hil bench model` re-measures)",
-        f"- reproduce: `python -m models.train --seed {m['seed']} --out models/` "
-        f"({m['train_seconds'] / 60:.1f} min here); versions {m['versions']}",
+        f"- reproduce: `make train` (= `python -m models.train --seed {m['seed']} "
+        f"--folds {0 if m.get('folds', 0) == m.get('n_subjects') else m.get('folds', 0)} "
+        f"--out models/`; {m['train_seconds'] / 60:.1f} min here); versions {m['versions']}",
         "",
         "## Inputs (all int8; float = (q - zero_point) * scale)",
         "",
