@@ -312,10 +312,10 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
     if cfg.rig["record"]:
         controls.handle_now("start_recording")
     proc = psutil.Process(os.getpid())
-    runtime_box: list[Runtime] = []
+    last_health: dict[str, Any] = {}  # this run's previous health figures, for rates
 
     def health() -> dict[str, Any]:
-        return _health(tally, rig, runtime_box[0], proc, outlet, controls.recording, keeper)
+        return _health(tally, rig, proc, outlet, controls.recording, keeper, last_health)
 
     def record_event(kind: str, payload: dict[str, Any], t_ns: int) -> None:
         if controls.recording is not None:
@@ -329,7 +329,6 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
     )
     sinks.append(processing)
     runtime = Runtime(rig, sinks)
-    runtime_box.append(runtime)
     if hasattr(outlet, "start"):
         outlet.start()
     cpu0 = _tree_cpu_s(proc)
@@ -398,9 +397,6 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
     return 0
 
 
-_last_health: dict[str, Any] = {}
-
-
 def _watchdog(tally: StreamTally, rig: Any) -> Any:
     """systemd: READY once every stream flows, WATCHDOG only while they keep flowing."""
     from edge.service import Notifier, StreamProgress, Watchdog
@@ -412,11 +408,11 @@ def _watchdog(tally: StreamTally, rig: Any) -> Any:
                     describe=lambda: _status_line(0.0, tally, rig, status["last"])).start()
 
 
-def _health(tally: StreamTally, rig: Any, runtime: Runtime, proc: psutil.Process,
-            outlet: Any, recorder: Any, keeper: Any) -> dict[str, Any]:
+def _health(tally: StreamTally, rig: Any, proc: psutil.Process, outlet: Any, recorder: Any,
+            keeper: Any, last: dict[str, Any]) -> dict[str, Any]:
     now = time.monotonic()
-    dt = now - _last_health.get("t", now)
-    before = _last_health.setdefault("received", {})
+    dt = now - last.get("t", now)
+    before = last.setdefault("received", {})
     streams = {}
     for name in rig.stream_names():
         t = tally.tallies.get(name, Tally())
@@ -427,7 +423,7 @@ def _health(tally: StreamTally, rig: Any, runtime: Runtime, proc: psutil.Process
                          "flowing": rate > 0 or dt == 0,
                          "sync_uncertainty_ms": sync.get("uncertainty_ms"),
                          "sync_quality": sync.get("quality")}
-    _last_health["t"] = now
+    last["t"] = now
     body: dict[str, Any] = {
         "streams": streams,
         "cpu_percent": round(proc.cpu_percent(None), 1),
