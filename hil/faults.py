@@ -185,6 +185,7 @@ def run_with_faults(duration_s: float, faults: Iterable[Fault] = (), *, cfg: Any
         stalled_ever = False
         try:
             next_snap = t0
+            last_health: dict[str, Any] = {}  # previous figures, for this run's rates
             while (now := time.monotonic()) - t0 < duration_s:
                 while pending and now - t0 >= pending[0].at_s:
                     f = pending.pop(0)
@@ -196,8 +197,8 @@ def run_with_faults(duration_s: float, faults: Iterable[Fault] = (), *, cfg: Any
                 if now >= next_snap:
                     next_snap += sample_every_s
                     stalled_ever = stalled_ever or dog.stalled
-                    health = _health(tally, rig, runtime, psutil_proc, outlet, recorder,
-                                     keeper)
+                    health = _health(tally, rig, psutil_proc, outlet, recorder, keeper,
+                                     last_health)
                     timeline.append(_snapshot(now - t0, tally, rig, runtime, keeper,
                                               dog, health))
         finally:
