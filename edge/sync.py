@@ -327,8 +327,10 @@ class ClockKeeper:
                 return {"quality": "none", "uncertainty_ms": None, "drift_ppm": None,
                         "pairs": 0}
             s = self._state(tr)
-            return {k: s[k] for k in ("quality", "uncertainty_ms", "drift_ppm", "pairs",
-                                      "segments", "residual_ms")}
+            keep = ("quality", "uncertainty_ms", "drift_ppm", "pairs", "segments", "residual_ms",
+                    "pulses_decoded", "pulses_bad_codes", "pulses_unmatched",
+                    "pulses_decoder_resets")
+            return {k: s[k] for k in keep}
 
     def counters(self) -> dict[str, dict[str, int]]:
         with self._lock:

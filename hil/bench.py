@@ -29,6 +29,10 @@ from sensors.blocks import Marker, monotonic_ns
 
 CAMERA_BUFFERS = 6  # as Picamera2Source's default buffer_count
 LEAD_IN_S = 0.5  # scenario t = 0 this long after the bench is built (drivers open first)
+# Device clocks at scenario t = 0: each device booted a while before (a real MCU's uptime,
+# a sensor's timestamp counter), so a driver that starts early never sees negative time.
+HUB_UPTIME_S = 7.0
+CAMERA_UPTIME_S = 3.0
 
 
 def load_scenario(sim: dict[str, Any], duration_s: float) -> Scenario:
@@ -91,11 +95,13 @@ class SimBench:
             bench.eeg = EegSim(scenario, t0, float(sim["eeg_drift_ppm"]), seed, wire.handles(),
                                chip_id=int(sim["eeg_chip_id"]))
         if cfg.hub["enabled"]:
-            crystal = Crystal(ppm=float(sim["hub_drift_ppm"]), origin_host_ns=t0)
+            crystal = Crystal(ppm=float(sim["hub_drift_ppm"]), origin_host_ns=t0,
+                              origin_device_s=HUB_UPTIME_S)
             bench.hub = HubEmulator(scenario, crystal, wire, seed=seed,
                                     fs_hz=int(cfg.hub["fs_hz"]), t0_ns=t0)
         if cfg.camera["enabled"]:
-            crystal = Crystal(ppm=float(sim["camera_drift_ppm"]), origin_host_ns=t0)
+            crystal = Crystal(ppm=float(sim["camera_drift_ppm"]), origin_host_ns=t0,
+                              origin_device_s=CAMERA_UPTIME_S)
             bench.camera = SimCamera(scenario, fps=float(cfg.camera["fps"]),
                                      width=int(cfg.camera["width"]),
                                      height=int(cfg.camera["height"]),

@@ -10,12 +10,17 @@ re-identified and, if it was streaming, restarted.
 ``host_t_ns`` of a sample is the arrival time of the read that completed its frame
 (every sample of one read shares it); ``edge.clock`` maps ``device_t`` (MCU us) to host
 time from the sync pulses in ``trigger`` bit 0.
+
+Threads: ``poll`` runs on the stream's pump thread while ``start``/``stop`` come from the
+rig's; one lock serialises them, since the parser and the reply list are one reader's
+state (two readers would parse the same bytes twice).
 """
 
 from __future__ import annotations
 
 import contextlib
 import select
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -62,47 +67,53 @@ class Hub:
         self._scale = np.zeros(0)
         self._offset = np.zeros(0)
         self._rx_bytes = 0
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------ lifecycle
     def open(self) -> None:
         """Open the port, identify the hub, set its rate; raise DeviceError on failure."""
-        self._open_port()
-        try:
-            self._identify()
-            self._configure()
-        except DeviceError:
-            self._close_port()
-            raise
-        self.connected = True
+        with self._lock:
+            self._open_port()
+            try:
+                self._identify()
+                self._configure()
+            except DeviceError:
+                self._close_port()
+                raise
+            self.connected = True
 
     def start(self) -> None:
-        self._want_streaming = True
-        self._command(hp.START)
+        with self._lock:
+            self._want_streaming = True
+            self._command(hp.START)
 
     def stop(self) -> None:
-        self._want_streaming = False
-        if self.connected:
-            with contextlib.suppress(DeviceError):
-                self._command(hp.STOP)
+        with self._lock:
+            self._want_streaming = False
+            if self.connected:
+                with contextlib.suppress(DeviceError):
+                    self._command(hp.STOP)
 
     def close(self) -> None:
-        if self._want_streaming and self.connected:
-            self.stop()
-        self._close_port()
-        self.connected = False
+        with self._lock:
+            if self._want_streaming and self.connected:
+                self.stop()
+            self._close_port()
+            self.connected = False
 
     def poll(self, timeout_s: float) -> list[SampleBlock]:
         """Samples received since the last poll, waiting up to ``timeout_s`` for the first."""
-        if not self.connected:
-            self._reconnect_when_due(timeout_s)
-        elif not self._pending:
-            self._read(timeout_s)
-        if self.connected:
-            self._read(0.0)
-        out = list(self._pending)
-        self._pending.clear()
-        self._pending_n = 0
-        return out
+        with self._lock:
+            if not self.connected:
+                self._reconnect_when_due(timeout_s)
+            elif not self._pending:
+                self._read(timeout_s)
+            if self.connected:
+                self._read(0.0)
+            out = list(self._pending)
+            self._pending.clear()
+            self._pending_n = 0
+            return out
 
     # ------------------------------------------------------------ port
     def _open_port(self) -> None:
@@ -227,8 +238,10 @@ class Hub:
     def _send(self, ftype: int, rate_hz: int | None = None) -> int:
         self._cmd_seq = (self._cmd_seq + 1) & 0xFFFF
         frame = hp.encode_command(ftype, self._cmd_seq, rate_hz)
+        if self._port is None:
+            raise DeviceTimeout(f"hub at {self.settings.port!r}: port is not open")
         try:
-            self._port.write(frame)  # type: ignore[union-attr]
+            self._port.write(frame)
         except _IO_ERRORS as exc:
             raise DeviceTimeout(f"hub at {self.settings.port!r}: write failed: {exc}") from exc
         return self._cmd_seq
