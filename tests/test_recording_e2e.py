@@ -35,7 +35,7 @@ import pytest
 from edge import config
 from edge.recording_format import open_recording
 from edge.rig import eeg_settings
-from hil.bench import load_scenario
+from hil.bench import HUB_UPTIME_S, load_scenario
 from hil.crystal import Crystal
 from hil.physio import PhysioModel
 from hil.sim_ads1299 import Ads1299Emulator, shared_reset_line, shared_start_line
@@ -58,9 +58,9 @@ def _sim_cfg() -> config.RigConfig:
 
 def _hub_candidates(t_us: np.ndarray, seq: np.ndarray, ppm: float, fs: int) -> list[int]:
     """Integer host ns (relative to t0) of START whose sample grid gives these t_us."""
-    c0 = Crystal(ppm=ppm, origin_host_ns=0)
+    c0 = Crystal(ppm=ppm, origin_host_ns=0, origin_device_s=HUB_UPTIME_S)
     g_lo = (t_us[0] - 2) / 1e6 - (seq[0]) / fs  # g: MCU seconds of sample 0
-    h_lo = int((g_lo - 1.0 / fs) / c0.rate * 1e9)
+    h_lo = int((g_lo - HUB_UPTIME_S - 1.0 / fs) / c0.rate * 1e9)
     hs = np.arange(h_lo, h_lo + 4000, dtype=np.int64)
     probe = np.r_[0:min(64, seq.size), max(seq.size - 64, 0):seq.size]
     out = []
@@ -171,7 +171,8 @@ def test_every_hub_sample_up_to_a_second_before_the_kill_is_bit_exact(killed) ->
     scenario = load_scenario(sim, DURATION_S)
     matched = None
     for h in starts:
-        rel, _ = _hub_grid(Crystal(ppm=float(sim["hub_drift_ppm"])), h, seq, fs)
+        rel, _ = _hub_grid(Crystal(ppm=float(sim["hub_drift_ppm"]),
+                                   origin_device_s=HUB_UPTIME_S), h, seq, fs)
         raw = _hub_raw(scenario, int(sim["seed"]), rel, seq.size)
         if np.array_equal(raw, hub.raw):
             matched = (h, rel)
@@ -183,7 +184,7 @@ def test_every_hub_sample_up_to_a_second_before_the_kill_is_bit_exact(killed) ->
     t0_late = int(np.min(hub.host_t_ns - rel))
     due = np.flatnonzero(t0_late + rel <= killed["kill_ns"] - LOSS_WINDOW_NS)
     # Samples due by then that the recording does not reach: none.
-    c0 = Crystal(ppm=float(sim["hub_drift_ppm"]))
+    c0 = Crystal(ppm=float(sim["hub_drift_ppm"]), origin_device_s=HUB_UPTIME_S)
     more = np.arange(seq[-1] + 1, seq[-1] + 2 * fs, dtype=np.int64)
     rel_more, _ = _hub_grid(c0, h, more, fs)
     missing_tail = int(np.count_nonzero(t0_late + rel_more <= killed["kill_ns"] - LOSS_WINDOW_NS))
