@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ("sync", "features", "spotting", "recorder", "model", "mqtt", "rig", "all")
+BENCHES = ("sync", "features", "spotting", "recorder", "model", "mqtt", "rig", "wakeup", "all")
 
 
 def main(argv: list[str] | None = None) -> int:
