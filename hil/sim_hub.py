@@ -17,6 +17,7 @@ together with whether it went out on the wire. Faults: :meth:`corrupt`, :meth:`u
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import select
 import tempfile
@@ -38,6 +39,7 @@ from sensors.blocks import monotonic_ns
 SCALE = (1e-4, 1e-4, 1e-4, 1e-5, 1e-4)  # 0.1 uV ECG, 10 nS EDA, 0.1 mdegC SKT
 OFFSET = (0.0, 0.0, 0.0, 0.0, 0.0)
 OUTBOX_BYTES = 64 * 1024  # the MCU's TX queue; beyond it new frames are dropped
+LOOKAHEAD_S = 0.25  # samples computed ahead, at once: per-batch numpy overhead dominates
 
 
 class HubEmulator:
@@ -88,6 +90,15 @@ class HubEmulator:
         self._t_us = np.zeros(truth_capacity, dtype=np.int64)
         self._t_trig = np.zeros(truth_capacity, dtype=np.uint8)
         self._t_sent = np.zeros(truth_capacity, dtype=bool)
+        # samples computed ahead (see _lookahead), from sequence number _la_seq0 on
+        self._frame_len = hp.OVERHEAD + hp.data_payload_len(len(CHANNELS))
+        self._la_key: tuple | None = None
+        self._la_seq0 = 0
+        self._la_host = np.zeros(0, dtype=np.int64)
+        self._la_tus = np.zeros(0, dtype=np.int64)
+        self._la_raw = np.zeros((0, len(CHANNELS)), dtype=np.int32)
+        self._la_noise = np.zeros((0, len(CHANNELS)))
+        self._la_frames = b""
         self.samples_taken = 0
         self.frames_sent = 0
         self.bytes_corrupted = 0
@@ -246,6 +257,17 @@ class HubEmulator:
         if not data:
             time.sleep(0.001)  # the master polls readable while it has no reader
 
+    def _device_s_now(self) -> float:
+        """``crystal.device_s(now)`` in plain floats (same operations, same result): one
+        instant per batch does not need numpy's per-call set-up."""
+        c = self.crystal
+        h = monotonic_ns()
+        t = c.origin_device_s + float(h - c.origin_host_ns) * 1e-9 * c.rate
+        for at_ns, step_s in c.steps:
+            if h >= at_ns:
+                t = t + step_s
+        return t
+
     def _device_us(self, host_ns: int) -> int:
         return int(np.floor(self.crystal.device_s(host_ns) * 1e6))
 
@@ -295,52 +317,95 @@ class HubEmulator:
         """Take every sample due by now on the MCU clock; queue those that survive."""
         if not (self._streaming and self._answering):
             return
-        now_dev_s = float(self.crystal.device_s(monotonic_ns()))
-        due = int(np.floor((now_dev_s - self._grid_dev_s) * self.fs_hz)) + 1
-        n = min(due - (self._next_seq - self._grid_seq), 5 * self.fs_hz)
+        now_dev_s = self._device_s_now()
+        due = math.floor((now_dev_s - self._grid_dev_s) * self.fs_hz) + 1
+        s0 = self._next_seq
+        n = min(due - (s0 - self._grid_seq), 5 * self.fs_hz)
         if n <= 0:
             return
-        seq = self._next_seq + np.arange(n, dtype=np.int64)
-        dev_s = self._grid_dev_s + (seq - self._grid_seq) / self.fs_hz
-        host_ns = self.crystal.host_ns(dev_s)
-        t_us = np.floor(self.crystal.device_s(host_ns) * 1e6).astype(np.int64)
-        trig = np.zeros(n, dtype=np.uint8)
+        i = self._lookahead(s0, n)
+        host_ns = self._la_host[i : i + n]
+        t_us = self._la_tus[i : i + n]
+        raw = self._la_raw[i : i + n]
         if self.wire is not None:
-            trig |= (self.wire[SYNC].value_at(host_ns) & 1).astype(np.uint8)
-        values = self.physio.chunk((host_ns - self.t0_ns) * 1e-9)
-        raw = np.clip(np.rint((values - self._offset) / self._scale), -(2**31), 2**31 - 1)
-        raw = raw.astype(np.int32)
+            trig = (self.wire[SYNC].value_at(host_ns) & 1).astype(np.uint8)
+        else:
+            trig = np.zeros(n, dtype=np.uint8)
         self._next_seq += n
         self.samples_taken += n
-        send = np.ones(n, dtype=bool)
-        if not self._plugged:
-            send[:] = False
+        # What survives is always one run [a, b): the first `drop` are lost in the MCU,
+        # then the newest beyond the TX queue's room; unplugged, nothing is sent.
         drop = min(self._drop_n, n)
-        send[:drop] = False
         self._drop_n -= drop
-        frame_len = hp.OVERHEAD + hp.data_payload_len(len(CHANNELS))
-        room = max(OUTBOX_BYTES - len(self._outbox), 0) // frame_len
-        if np.count_nonzero(send) > room:  # TX queue full: the newest frames are lost
-            send[np.flatnonzero(send)[room:]] = False
-        self._record(seq, host_ns, t_us, trig, raw, send)
-        if not send.any():
+        room = max(OUTBOX_BYTES - len(self._outbox), 0) // self._frame_len
+        a = drop
+        b = a + min(n - a, room) if self._plugged else a
+        self._record(s0, n, host_ns, t_us, trig, raw, a, b)
+        if b == a:
             self._overflowed = self._overflowed or bool(self._plugged)
             return
-        status = np.zeros(n, dtype=np.uint16)
-        lost_before = np.concatenate(([self._overflowed], ~send[:-1]))
-        status[lost_before] |= hp.STATUS_TX_OVERFLOW
-        self._overflowed = not send[-1]
-        k = np.flatnonzero(send)
-        frames = hp.encode_data(seq[k], t_us[k], status[k], trig[k], raw[k])
-        self.frames_sent += k.size
+        # Only the first frame sent can follow a loss (earlier in this batch or before it).
+        flag = a > 0 or self._overflowed
+        self._overflowed = b < n
+        if flag or trig[a:b].any():
+            status = np.zeros(b - a, dtype=np.uint16)
+            status[0] = hp.STATUS_TX_OVERFLOW if flag else 0
+            seq = np.arange(s0 + a, s0 + b, dtype=np.int64)
+            frames = hp.encode_data(seq, t_us[a:b], status, trig[a:b], raw[a:b])
+        else:  # the common case: the pre-encoded frames are exactly what goes out
+            frames = self._la_frames[(i + a) * self._frame_len : (i + b) * self._frame_len]
+        self.frames_sent += b - a
         self._outbox += self._maybe_corrupt(frames)
 
+    def _lookahead(self, s0: int, n: int) -> int:
+        """Make samples s0..s0+n-1 available pre-computed; return s0's index in the block.
+
+        The model, crystal conversions and encoding cost mostly per-call overhead at ~10
+        samples a batch, so they run for LOOKAHEAD_S of samples at once. Everything here
+        depends only on the sample grid, the crystal and t0 (the key); the trigger input
+        and faults are still applied per batch. Noise is kept per sequence number so a
+        rebuild (new grid after START, crystal step) reuses the draws already made: the
+        seq-th draw always belongs to sample seq, as when drawing batch by batch.
+        """
+        c = self.crystal
+        key = (self._grid_seq, self._grid_dev_s, self.fs_hz, self.t0_ns, c.ppm,
+               c.origin_host_ns, c.origin_device_s, tuple(c.steps))
+        i = s0 - self._la_seq0
+        if key == self._la_key and i >= 0 and i + n <= self._la_host.size:
+            return i
+        drawn = self._la_seq0 + self._la_noise.shape[0]  # noise rows drawn so far
+        s1 = max(s0 + max(n, round(LOOKAHEAD_S * self.fs_hz)), drawn)
+        noise = self._la_noise[max(i, 0) :]
+        if s1 > drawn:
+            noise = np.concatenate([noise, self.physio.noise(s1 - drawn)])
+        seq = np.arange(s0, s1, dtype=np.int64)
+        dev_s = self._grid_dev_s + (seq - self._grid_seq) / self.fs_hz
+        host_ns = c.host_ns(dev_s)
+        t_us = np.floor(c.device_s(host_ns) * 1e6).astype(np.int64)
+        values = self.physio.values((host_ns - self.t0_ns) * 1e-9) + noise
+        raw = np.clip(np.rint((values - self._offset) / self._scale), -(2**31), 2**31 - 1)
+        raw = raw.astype(np.int32)
+        self._la_frames = hp.encode_data(seq, t_us, np.zeros(seq.size, dtype=np.uint16),
+                                         np.zeros(seq.size, dtype=np.uint8), raw)
+        self._la_key, self._la_seq0 = key, s0
+        self._la_host, self._la_tus, self._la_raw, self._la_noise = host_ns, t_us, raw, noise
+        return 0
+
     def _record(
-        self, seq: np.ndarray, host_ns: np.ndarray, t_us: np.ndarray, trig: np.ndarray,
-        raw: np.ndarray, sent: np.ndarray,
+        self, s0: int, n: int, host_ns: np.ndarray, t_us: np.ndarray, trig: np.ndarray,
+        raw: np.ndarray, a: int, b: int,
     ) -> None:
-        slot = seq % self._cap
-        self._t_seq[slot] = seq
+        """Truth for samples s0..s0+n-1, of which [a, b) went out."""
+        at = s0 % self._cap
+        if at + n <= self._cap:  # contiguous slots: slices, not fancy indexing
+            slot: slice | np.ndarray = slice(at, at + n)
+            self._t_seq[slot] = np.arange(s0, s0 + n, dtype=np.int64)
+        else:  # the ring wraps inside this batch
+            seq = np.arange(s0, s0 + n, dtype=np.int64)
+            slot = seq % self._cap
+            self._t_seq[slot] = seq
+        sent = np.zeros(n, dtype=bool)
+        sent[a:b] = True
         self._t_host[slot] = host_ns
         self._t_us[slot] = t_us
         self._t_trig[slot] = trig
