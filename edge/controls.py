@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ class Controls:
         self._on_state = on_state or (lambda **_: None)
         self._queue: queue.Queue[_Action] = queue.Queue(maxsize=32)
         self.closed_recordings: list[str] = []
+        self.recorder_counters: list[dict[str, Any]] = []  # per closed recording
 
     # -- MQTT thread -----------------------------------------------------------------------
     def handle(self, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -90,6 +91,7 @@ class Controls:
         self._sinks.remove(rec)
         rec.close()
         self.closed_recordings.append(str(rec.path))
+        self.recorder_counters.append(asdict(rec.recorder.counters))
         self._on_state(recording=False)
         return {"recording": False, "file": Path(rec.path).name}
 

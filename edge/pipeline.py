@@ -216,6 +216,7 @@ class Processing:
         """Frames the spotter could not keep up with (queue drops) and its per-frame cost."""
         ms = np.asarray(self.spot_ms) if self.spot_ms else np.zeros(1)
         return {"frames_dropped": self._frames.dropped,
+                "queue_high_water": self._frames.high_water,
                 "frame_ms_p50": round(float(np.percentile(ms, 50)), 3),
                 "frame_ms_p99": round(float(np.percentile(ms, 99)), 3),
                 "status": str(getattr(self.spotter.status, "value", self.spotter.status))}

@@ -387,6 +387,10 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
     if controls.closed_recordings:
         summary["recording"] = controls.closed_recordings[-1]
         summary["recordings"] = controls.closed_recordings
+        c = controls.recorder_counters[-1]
+        summary["recorder"] = {k: c[k] for k in (
+            "written_bytes", "queue_high_water", "dropped_queue", "dropped_frames",
+            "dropped_error", "write_errors", "busy_s")}
     if not quiet:
         for e in summary["errors"][:5]:
             print(f"error: {e}", file=out)
