@@ -14,8 +14,9 @@ for brows, the inner (towards the nose) or outer end.
 
 Everything that does not depend on time is precomputed: the base image, the background
 used when the face is out of view, the closed-lid image, one displacement field per AU
-and a bank of noise tiles. Rendering one frame is a few array adds, at most one remap,
-a small blend in the eye boxes and a noise add.
+(cropped to its support) and a bank of noise tiles. Rendering one frame is a few small
+array adds, at most one remap (only over the AUs' box while the head is still), a small
+blend in the eye boxes and one fused gain + noise + 8-bit pass.
 """
 
 from __future__ import annotations
@@ -170,9 +171,38 @@ def hash_u64(seed: int, key: int | np.ndarray, salt: int = 0) -> np.ndarray:
         return _splitmix(k ^ s)
 
 
+_M64 = (1 << 64) - 1
+
+
+def _splitmix_int(x: int) -> int:
+    """Scalar :func:`_splitmix` on Python ints (no numpy scalar overhead per frame)."""
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def hash_int(seed: int, key: int, salt: int = 0) -> int:
+    """Scalar :func:`hash_u64`: the same value for one integer key, as a Python int."""
+    s = _splitmix_int((seed & 0xFFFFFFFF) << 20 | (salt & 0xFFFFF))
+    return _splitmix_int((int(key) & _M64) ^ s)
+
+
 def hash_uniform(seed: int, key: int | np.ndarray, salt: int = 0) -> np.ndarray:
     """Uniform [0, 1) values from :func:`hash_u64`."""
     return (hash_u64(seed, key, salt) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+@dataclass(frozen=True)
+class _Field:
+    """One AU's displacement at intensity 1, stored only over its support (the bumps are
+    exactly 0 beyond 2.5 sigma), so summing and remapping touch the face, not the frame."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    dxy: np.ndarray  # (y1 - y0, x1 - x0, 2) float32 content displacement in px
 
 
 @dataclass(frozen=True)
@@ -225,7 +255,8 @@ class FaceRenderer:
         self.background = self._make_background(grey)
         yy, xx = np.mgrid[0 : self.height, 0 : self.width].astype(np.float32)
         self._grid = np.dstack([xx, yy])  # (h, w, 2) identity map
-        self.fields = {au: self._au_field(AU_BUMPS[au]) for au in AUS}
+        self._xs, self._ys = xx[0].copy(), yy[:, 0].copy()
+        self.fields = {au: _support(self._au_field(AU_BUMPS[au])) for au in AUS}
         self._eyes = [self._eye_patch(name) for name in ("eye_left", "eye_right")]
         rng = np.random.default_rng(self.seed)
         self._noise = rng.standard_normal(
@@ -313,86 +344,137 @@ class FaceRenderer:
         u = np.clip((xs - cx) / hw, -1.0, 1.0)
         half = hh * np.sqrt(1.0 - u**2)  # lid opening half height per column
         inside = np.clip((hw + 2.0 - np.abs(xs - cx)) / 2.0, 0.0, 1.0)  # soft eye corners
-        return {"x0": x0, "y0": y0, "x1": x1, "y1": y1, "cy": cy, "half": half.astype(np.float32),
-                "inside": inside.astype(np.float32), "ys": ys, "closed": closed.astype(np.float32)}
+        top = cy - half  # lid edge when open; it reaches top + 2 * half when closed
+        # Fade in over 2 px above the opening so the lid has no hard upper outline.
+        fade = np.clip((ys - top[None, :]) / 2.0 + 1.0, 0.0, 1.0) * inside[None, :]
+        f32 = np.float32
+        return {"x0": x0, "y0": y0, "x1": x1, "y1": y1, "top": top.astype(f32),
+                "span": (2.0 * half).astype(f32), "inside": inside.astype(f32),
+                "fade": fade.astype(f32), "ys": ys, "closed": closed.astype(f32)}
 
     # ---- rendering --------------------------------------------------------------------
 
     def displacement(self, aus: Mapping[str, float]) -> np.ndarray | None:
         """Summed content displacement (h, w, 2) for AU scales, or None when all are 0."""
-        total = None
-        for au, w in aus.items():
-            if w == 0.0:
-                continue
-            field = self.fields[au]
-            if total is None:
-                total = field * np.float32(w)
-            else:
-                cv2.scaleAdd(field, float(w), total, dst=total)
+        part = self._displacement_roi(aus)
+        if part is None:
+            return None
+        (x0, y0, x1, y1), d = part
+        total = np.zeros((self.height, self.width, 2), np.float32)
+        total[y0:y1, x0:x1] = d
         return total
+
+    def _displacement_roi(
+        self, aus: Mapping[str, float]
+    ) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+        """Summed displacement over the union of the active fields' supports:
+        ((x0, y0, x1, y1), (y1 - y0, x1 - x0, 2) float32), or None when all AUs are 0."""
+        active = [(self.fields[au], np.float32(w)) for au, w in aus.items() if w != 0.0]
+        if not active:
+            return None
+        if len(active) == 1:
+            f, w = active[0]
+            return (f.x0, f.y0, f.x1, f.y1), f.dxy * w
+        x0, y0 = min(f.x0 for f, _ in active), min(f.y0 for f, _ in active)
+        x1, y1 = max(f.x1 for f, _ in active), max(f.y1 for f, _ in active)
+        total = np.zeros((y1 - y0, x1 - x0, 2), np.float32)
+        for f, w in active:
+            total[f.y0 - y0 : f.y1 - y0, f.x0 - x0 : f.x1 - x0] += f.dxy * w
+        return (x0, y0, x1, y1), total
 
     def _apply_blink(self, img: np.ndarray, closure: float) -> np.ndarray:
         img = img.copy()
         for e in self._eyes:
             # Lid edge moves from the top of the opening to the bottom as closure -> 1.
-            edge = e["cy"] - e["half"] + 2.0 * e["half"] * closure  # (w,)
-            cover = np.clip(edge[None, :] - e["ys"] + 0.5, 0.0, 1.0)  # 1 above the edge
-            # Fade in over 2 px above the opening so the lid has no hard upper outline.
-            top = e["cy"] - e["half"]
-            cover = cover * np.clip((e["ys"] - top[None, :]) / 2.0 + 1.0, 0.0, 1.0)
-            cover = cover * e["inside"][None, :]
-            lash = np.exp(-0.5 * ((e["ys"] - edge[None, :]) / 0.8) ** 2) * e["inside"][None, :]
+            d = e["ys"] - (e["top"] + e["span"] * np.float32(closure))[None, :]  # px below edge
+            cover = np.clip(np.float32(0.5) - d, 0.0, 1.0)  # 1 above the edge
+            cover *= e["fade"]
+            lash = np.exp(np.float32(-0.5 / 0.8**2) * d * d)
+            lash *= e["inside"]
+            lash *= cover
             roi = img[e["y0"] : e["y1"], e["x0"] : e["x1"]]
             mixed = roi * (1.0 - cover) + e["closed"] * cover
-            mixed -= (30.0 * min(closure * 3.0, 1.0)) * lash * cover
-            img[e["y0"] : e["y1"], e["x0"] : e["x1"]] = mixed
+            mixed -= np.float32(30.0 * min(closure * 3.0, 1.0)) * lash
+            roi[...] = mixed
         return img
+
+    def _head_transform(self, pose: Pose) -> np.ndarray:
+        """Forward head transform (2x3): roll about the face centre, then translation."""
+        fx, fy, fw, fh = self._face_box
+        fwd = cv2.getRotationMatrix2D((fx + fw / 2, fy + fh / 2), math.degrees(pose.roll_rad), 1.0)
+        fwd[:, 2] += (pose.dx_px, pose.dy_px)
+        return fwd
 
     def warp(self, pose: Pose, image: np.ndarray | None = None) -> np.ndarray:
         """The face image (float32) in ``pose``, before lighting and noise."""
         img = self.base if image is None else image
         if pose.blink > 0.0:
             img = self._apply_blink(img, pose.blink)
-        disp = self.displacement(pose.aus)
+        part = self._displacement_roi(pose.aus)
         moving = pose.dx_px != 0.0 or pose.dy_px != 0.0 or pose.roll_rad != 0.0
-        if disp is None and not moving:
-            return img
-        if moving:
-            # Forward head transform about the face centre; the map needs its inverse, and
-            # the AU field is carried along so expressions move with the head.
-            fx, fy, fw, fh = self._face_box
-            c = (fx + fw / 2, fy + fh / 2)
-            fwd = cv2.getRotationMatrix2D(c, math.degrees(pose.roll_rad), 1.0)
-            fwd[:, 2] += (pose.dx_px, pose.dy_px)
-            inv = cv2.invertAffineTransform(fwd)
-            src = cv2.transform(self._grid.reshape(1, -1, 2), inv)
-            src = src.reshape(self.height, self.width, 2)
-            if disp is not None:
-                disp = cv2.warpAffine(disp, fwd, (self.width, self.height), flags=cv2.INTER_LINEAR,
-                                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-                src = src - disp
-        else:
-            src = self._grid - disp
-        return cv2.remap(img, src, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        if not moving:
+            if part is None:
+                return img
+            # Still head: only the AUs' support moves, so remap just that box (outside it
+            # the map is the identity and the remap would copy the image exactly).
+            (x0, y0, x1, y1), disp = part
+            patch = cv2.remap(img, self._grid[y0:y1, x0:x1] - disp, None, cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REFLECT)
+            out = img if pose.blink > 0.0 else img.copy()  # the blink already copied
+            out[y0:y1, x0:x1] = patch
+            return out
+        # Head move: one remap whose map is the inverse head transform (built from a row
+        # and a column, not by transforming every pixel) minus the AU field carried along
+        # with the head, so expressions move with the face.
+        fwd = self._head_transform(pose)
+        inv = cv2.invertAffineTransform(fwd).astype(np.float32)  # float32 maps for remap
+        xs, ys = self._xs, self._ys
+        map_x = (inv[0, 0] * xs)[None, :] + (inv[0, 1] * ys + inv[0, 2])[:, None]
+        map_y = (inv[1, 0] * xs)[None, :] + (inv[1, 1] * ys + inv[1, 2])[:, None]
+        if part is not None:
+            (x0, y0, x1, y1), disp = part
+            # Warp only the field's box, into the box its forward image covers (+2 px).
+            corners = np.array([[x0, y0, 1.0], [x1, y0, 1.0], [x0, y1, 1.0], [x1, y1, 1.0]])
+            moved = corners @ fwd.T
+            bx0, by0 = (max(math.floor(v) - 2, 0) for v in moved.min(axis=0))
+            bx1 = min(math.ceil(moved[:, 0].max()) + 2, self.width)
+            by1 = min(math.ceil(moved[:, 1].max()) + 2, self.height)
+            if bx1 > bx0 and by1 > by0:
+                m = fwd.copy()
+                m[:, 2] += fwd[:, :2] @ (x0, y0) - (bx0, by0)  # box-local in and out
+                d = cv2.warpAffine(disp, m, (bx1 - bx0, by1 - by0), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                map_x[by0:by1, bx0:bx1] -= d[..., 0]
+                map_y[by0:by1, bx0:bx1] -= d[..., 1]
+        return cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
     def finish(self, img: np.ndarray, gain: float, noise_sigma: float, key: int) -> np.ndarray:
         """Lighting gain, sensor noise (deterministic in ``key``) and 8-bit quantisation."""
-        out = img * np.float32(gain) + np.float32(0.5)
+        # One fused pass (scale, add noise, round, saturate to uint8) instead of four
+        # full-frame float temporaries.
         if noise_sigma > 0.0:
-            h = int(hash_u64(self.seed, key, salt=1)[0])
+            h = hash_int(self.seed, key, salt=1)
             tile = h % NOISE_TILES
             oy = (h >> 8) % NOISE_MARGIN
             ox = (h >> 16) % NOISE_MARGIN
             noise = self._noise[tile, oy : oy + self.height, ox : ox + self.width]
-            cv2.scaleAdd(noise, float(noise_sigma), out, dst=out)
-        np.clip(out, 0.0, 255.0, out=out)
-        return out.astype(np.uint8)
+            return cv2.addWeighted(img, float(gain), noise, float(noise_sigma), 0.0,
+                                   dtype=cv2.CV_8U)
+        return cv2.addWeighted(img, float(gain), img, 0.0, 0.0, dtype=cv2.CV_8U)
 
     def render(self, pose: Pose, *, gain: float = 1.0, noise_sigma: float = 0.0, key: int = 0,
                face: bool = True) -> np.ndarray:
         """uint8 (height, width) frame of the face in ``pose`` (or the empty background)."""
         img = self.warp(pose) if face else self.background
         return self.finish(img, gain, noise_sigma, key)
+
+
+def _support(field: np.ndarray) -> _Field:
+    """Crop a full-frame field to the bounding box of its non-zero pixels."""
+    nz = np.any(field != 0.0, axis=2)
+    rows, cols = np.flatnonzero(nz.any(axis=1)), np.flatnonzero(nz.any(axis=0))
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return _Field(x0, y0, x1, y1, np.ascontiguousarray(field[y0:y1, x0:x1]))
 
 
 def _window(x: np.ndarray, c: float, sigma: float) -> np.ndarray:

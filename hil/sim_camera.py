@@ -33,7 +33,7 @@ from hil.face_render import (
     Pose,
     apex_fraction,
     blink_closure,
-    hash_uniform,
+    hash_int,
     head_bump,
 )
 from hil.scenario import Scenario
@@ -101,12 +101,16 @@ class SimCamera:
         dev0 = float(self.crystal.device_s(self._origin_ns()))
         dev = float(self.crystal.device_s(host_ns))
         i = math.floor((dev - dev0) * self.fps)
-        # Float rounding can be off by one either way: settle on integer host ns.
-        while i >= 0 and int(self.frame_time_ns(i)) > host_ns:
-            i -= 1
-        while int(self.frame_time_ns(i + 1)) <= host_ns:
-            i += 1
-        return i
+        # Float rounding can be off by one either way: settle on integer host ns. Frames i
+        # and i + 1 in one crystal call (this runs on every read, numpy calls are not free).
+        while True:
+            t_i, t_next = self.crystal.host_ns(dev0 + np.array((i, i + 1), np.float64) / self.fps)
+            if i >= 0 and t_i > host_ns:
+                i -= 1
+            elif t_next <= host_ns:
+                i += 1
+            else:
+                return i
 
     def frame_t_s(self, i: int) -> float:
         """Scenario time (s since t0) of frame ``i``."""
@@ -183,7 +187,8 @@ class SimCamera:
             return True
         if self._drop_rate <= 0.0:
             return False
-        return float(hash_uniform(self.seed, i, _DROP_SALT)[0]) < self._drop_rate
+        # Scalar hash: the same value as hash_uniform without numpy overhead per frame.
+        return (hash_int(self.seed, i, _DROP_SALT) >> 11) / float(1 << 53) < self._drop_rate
 
     def truth(self, t_s: float) -> dict:
         """What the scene shows at scenario time ``t_s`` (after faults)."""
