@@ -73,7 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         if args.command == "run":
+            from edge import malloc
             from edge.runtime import run
+
+            note = malloc.tune()  # before the first thread: arenas are per thread
+            if not args.quiet:
+                print(note, file=sys.stderr)
 
             return run(cfg, duration_s=args.duration, as_json=args.json, quiet=args.quiet,
                        record_dir=args.record_dir, ground_truth=args.ground_truth)
