@@ -24,6 +24,7 @@ BENCHES: dict[str, list[str]] = {
     "model": ["--json"],
     "mqtt": ["--json"],
     "rig": ["--json"],
+    "wakeup": ["--json"],  # the host's own floor for the EEG reader, beside the rig's loss
 }
 
 
