@@ -35,6 +35,8 @@ def test_thirty_minutes_lose_nothing_and_memory_stays_flat(tmp_path: Path) -> No
     dropped = {name: s["dropped"] for name, s in summary["streams"].items()}
     print(f"\nSOAK dropped {dropped}, RSS after warm-up {after[0]:.1f} -> max "
           f"{max(after):.1f} MB (+{growth:.1f}), CPU {summary['cpu_percent']}%")
+    # Which bounded queue held memory, if one did.
+    print(f"spotter {summary.get('spotter')}\nrecorder {summary.get('recorder')}")
     for name, s in summary["streams"].items():
         assert s["dropped"] == 0, (name, s)
     assert growth < 10.0
