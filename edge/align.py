@@ -61,19 +61,25 @@ class _Ring:
         return np.arange(self.n - self.size, self.n) % self.cap
 
     def write(self, device_t: np.ndarray, segment: int, t_ns: np.ndarray,
-              values: np.ndarray) -> tuple[np.ndarray, int]:
-        """Append rows (only the newest ``cap`` of an oversized write); return positions
-        written and how many rows were evicted (overwritten or never stored)."""
+              values: np.ndarray) -> tuple[int, int]:
+        """Append rows (only the newest ``cap`` of an oversized write); return the ring
+        position of the first row written and how many rows were evicted (overwritten or
+        never stored)."""
         m = device_t.shape[0]
         keep = min(m, self.cap)
-        pos = np.arange(self.n + m - keep, self.n + m) % self.cap
+        start = (self.n + m - keep) % self.cap
         evicted = max(0, self.n + m - self.cap) - max(0, self.n - self.cap)
-        self.device_t[pos] = device_t[m - keep:]
-        self.segment[pos] = segment
-        self.t_ns[pos] = t_ns[m - keep:]
-        self.values[pos] = values[m - keep:]
+        # At most two contiguous slices (the write wraps once): no index arrays.
+        first = min(keep, self.cap - start)
+        for dst, src in ((slice(start, start + first), slice(m - keep, m - keep + first)),
+                         (slice(0, keep - first), slice(m - keep + first, m))):
+            if dst.stop > dst.start:
+                self.device_t[dst] = device_t[src]
+                self.segment[dst] = segment
+                self.t_ns[dst] = t_ns[src]
+                self.values[dst] = values[src]
         self.n += m
-        return pos, evicted
+        return start, evicted
 
 
 class _Stream:
@@ -169,7 +175,9 @@ class Aligner:
         # Device time going backwards inside a block is a reset: each side its own segment.
         cuts = np.flatnonzero(np.diff(dev) < 0) + 1
         s.counters.resets_split += int(cuts.size)
-        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, dev.size], strict=True):
+        spans = ((0, dev.size),) if not cuts.size else zip(
+            [0, *cuts.tolist()], [*cuts.tolist(), dev.size], strict=True)
+        for lo, hi in spans:
             s.note(float(dev[hi - 1]), int(host[hi - 1]))
             t_ns, seg = s.map_new(dev[lo:hi], host[lo:hi])
             _, ev = s.ring.write(dev[lo:hi], seg, t_ns, block.values[lo:hi])
@@ -186,7 +194,7 @@ class Aligner:
             s.note(float(frame.t_ns), int(arrival_ns))
         t_ns, seg = s.map_new(dev, np.array([frame.t_ns], dtype=np.int64))
         pos, ev = s.ring.write(dev, seg, t_ns, np.array([[float(frame.seq)]]))
-        s.frames[int(pos[0])] = frame
+        s.frames[pos] = frame
         s.counters.inserted += 1
         s.counters.evicted += ev
 

@@ -29,6 +29,22 @@ from sensors.blocks import Frame, Marker, SampleBlock, monotonic_ns
 SWITCH_INTERVAL_S = 0.0002
 
 
+def limit_native_pools() -> None:
+    """No native worker pools beside the rig's own threads.
+
+    OpenCV's parallel_for pool (used by the spotter's and the simulated camera's cv2
+    calls) keeps its worker spinning in ``sched_yield`` between jobs: on a 2-core board
+    that thread alone took ~8-17 % of a core (the summary's "other") for jobs of a few
+    hundred microseconds. One thread runs them in the caller instead. (The fusion
+    interpreter is loaded with ``num_threads=1``; OpenBLAS' idle workers sleep.)
+    """
+    try:
+        import cv2
+    except ImportError:  # no OpenCV: nothing to limit
+        return
+    cv2.setNumThreads(1)
+
+
 class Sink(Protocol):
     def on_block(self, block: SampleBlock) -> None: ...
     def on_frame(self, frame: Frame) -> None: ...
@@ -134,6 +150,7 @@ class Runtime:
 
     def start(self) -> None:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+        limit_native_pools()
         self.rig.start()
         for p in self._pumps:
             p.start()

@@ -372,7 +372,9 @@ class ClockKeeper:
             return
         now = self._now()
         cuts = np.flatnonzero(np.diff(dev) < 0) + 1
-        for a, z in zip(np.r_[0, cuts], np.r_[cuts, dev.size], strict=True):
+        spans = ((0, dev.size),) if not cuts.size else zip(
+            [0, *cuts.tolist()], [*cuts.tolist(), dev.size], strict=True)
+        for a, z in spans:
             if tr.last_device_t is not None and dev[a] < tr.last_device_t:
                 # The device reset: its old pulses and the old decoder state mean nothing.
                 tr.decoder = tr.new_decoder()

@@ -242,15 +242,34 @@ class Boxcar:
 
 
 class Ring:
-    """A bounded history of (time, values, quality) rows for windowed features."""
+    """A bounded history of (time, values, quality) rows for windowed features.
+
+    Rows live contiguously in buffers twice the capacity: a push appends after the held
+    rows and only when the buffers' end is reached are the newest rows moved back to the
+    front, so a push costs its own rows plus, amortised, about one more copy of them
+    (never the whole history). Reads return views of the held rows."""
 
     def __init__(self, capacity: int, n_channels: int) -> None:
         self.cap = capacity
-        self.t = np.zeros(capacity, np.int64)
-        self.x = np.zeros((capacity, n_channels))
-        self.bad = np.zeros((capacity, n_channels), np.uint8)
+        size = 2 * capacity
+        self._t = np.zeros(size, np.int64)
+        self._x = np.zeros((size, n_channels))
+        self._bad = np.zeros((size, n_channels), np.uint8)
+        self._s = 0  # buffer row of the oldest held row
         self.n = 0  # rows held
         self.total = 0  # rows ever pushed (global row number of the next row)
+
+    @property
+    def t(self) -> np.ndarray:
+        return self._t[self._s:self._s + self.n]
+
+    @property
+    def x(self) -> np.ndarray:
+        return self._x[self._s:self._s + self.n]
+
+    @property
+    def bad(self) -> np.ndarray:
+        return self._bad[self._s:self._s + self.n]
 
     def push(self, t: np.ndarray, x: np.ndarray, bad: np.ndarray) -> None:
         k = t.shape[0]
@@ -258,33 +277,39 @@ class Ring:
             return
         if k >= self.cap:
             t, x, bad = t[-self.cap:], x[-self.cap:], bad[-self.cap:]
-            self.t[:], self.x[:], self.bad[:] = t, x, bad
-            self.n = self.cap
+            self._t[:self.cap], self._x[:self.cap], self._bad[:self.cap] = t, x, bad
+            self._s, self.n = 0, self.cap
         else:
             keep = min(self.n, self.cap - k)
-            self.t[:keep] = self.t[self.n - keep:self.n]
-            self.x[:keep] = self.x[self.n - keep:self.n]
-            self.bad[:keep] = self.bad[self.n - keep:self.n]
-            self.t[keep:keep + k], self.x[keep:keep + k], self.bad[keep:keep + k] = t, x, bad
-            self.n = keep + k
+            s = self._s + self.n - keep  # first buffer row still held after this push
+            if s + keep + k > self._t.shape[0]:  # no room at the end: move the kept rows
+                self._t[:keep] = self._t[s:s + keep]
+                self._x[:keep] = self._x[s:s + keep]
+                self._bad[:keep] = self._bad[s:s + keep]
+                s = 0
+            e = s + keep
+            self._t[e:e + k], self._x[e:e + k], self._bad[e:e + k] = t, x, bad
+            self._s, self.n = s, keep + k
         self.total += k
 
     def last(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k = min(k, self.n)
-        s = slice(self.n - k, self.n)
-        return self.t[s], self.x[s], self.bad[s]
+        s = slice(self._s + self.n - k, self._s + self.n)
+        return self._t[s], self._x[s], self._bad[s]
 
     def rows(self, first: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows by global row number [first, stop) (clipped to what is still held)."""
         base = self.total - self.n
         a, b = max(first - base, 0), max(min(stop - base, self.n), 0)
-        return self.t[a:b], self.x[a:b], self.bad[a:b]
+        a, b = self._s + a, self._s + max(a, b)
+        return self._t[a:b], self._x[a:b], self._bad[a:b]
 
     def between(self, t0: int, t1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows with t0 <= t < t1 (times are increasing)."""
-        tt = self.t[:self.n]
+        tt = self._t[self._s:self._s + self.n]
         a, b = np.searchsorted(tt, [t0, t1])
-        return self.t[a:b], self.x[a:b], self.bad[a:b]
+        a, b = self._s + int(a), self._s + int(b)
+        return self._t[a:b], self._x[a:b], self._bad[a:b]
 
 
 def window_ticks(total_before: int, total_after: int, every: int) -> np.ndarray:
