@@ -33,6 +33,7 @@ from sensors.blocks import SampleBlock, StreamCounters, StreamInfo, monotonic_ns
 from sensors.errors import DeviceError, DeviceNotFound, DeviceTimeout, WrongDevice
 
 _IO_ERRORS = (serial.SerialException, OSError, ValueError, TypeError)
+_READ_CHUNK = 65536
 
 
 @dataclass(frozen=True)
@@ -106,10 +107,11 @@ class Hub:
         with self._lock:
             if not self.connected:
                 self._reconnect_when_due(timeout_s)
-            elif not self._pending:
-                self._read(timeout_s)
-            if self.connected:
-                self._read(0.0)
+                if self.connected:
+                    self._read(0.0)
+            else:
+                # _read drains the port; with samples already pending, do not wait.
+                self._read(0.0 if self._pending else timeout_s)
             out = list(self._pending)
             self._pending.clear()
             self._pending_n = 0
@@ -171,15 +173,17 @@ class Hub:
         if port is None:
             return
         try:
-            if timeout_s > 0 and not port.in_waiting:
-                self._wait_readable(port, timeout_s)
+            if timeout_s > 0:
+                self._wait_readable(port, timeout_s)  # returns at once when bytes wait
             total = 0
             while total < self.settings.read_max_bytes:
-                data = port.read(65536)
+                data = port.read(_READ_CHUNK)
                 if not data:
                     break
                 total += len(data)
                 self._ingest(data, monotonic_ns())
+                if len(data) < _READ_CHUNK:
+                    break  # the port had no more: a further read would come back empty
         except _IO_ERRORS:
             self._lost()
 
@@ -200,19 +204,24 @@ class Hub:
         if len(batch) == 0 or self.info is None:
             return
         raw = batch.raw
+        n = raw.shape[0]
+        values = raw * self._scale
+        values += self._offset
+        host_t = np.empty(n, dtype=np.int64)
+        host_t.fill(host_ns)
         block = SampleBlock(
             stream="hub",
             index=batch.seq,
             device_t=batch.t_us,
-            host_t_ns=np.full(len(batch), host_ns, dtype=np.int64),
+            host_t_ns=host_t,
             raw=raw,
-            values=raw * self._scale + self._offset,
+            values=values,
             trigger=batch.trigger,
             status=batch.status.astype(np.uint32),
         )
-        self.counters.samples += len(block)
+        self.counters.samples += n
         self._pending.append(block)
-        self._pending_n += len(block)
+        self._pending_n += n
         while self._pending_n > self.settings.max_pending_samples and len(self._pending) > 1:
             old = self._pending.popleft()  # the caller is not polling: bounded, counted
             self._pending_n -= len(old)
