@@ -8,14 +8,16 @@ settle). RSS is read from the rig's own live status lines.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-SOAK_S = 1800
+SOAK_S = int(os.environ.get("MMME_SOAK_S", "1800"))  # shorter for a quick look
 WARMUP_S = 300
 
 
@@ -32,9 +34,14 @@ def test_thirty_minutes_lose_nothing_and_memory_stays_flat(tmp_path: Path) -> No
            re.findall(r"t=\s*([\d.]+)s .*rss ([\d.]+) MB", proc.stderr)]
     after = [m for t, m in rss if t >= WARMUP_S]
     growth = max(after) - after[0]
+    # A leak shows as a trend; a bounded queue that fills in a burst as a peak that
+    # falls back. Both are printed; the assertion takes the stricter peak.
+    k = min(300, max(len(after) // 3, 1))
+    trend = float(np.median(after[-k:]) - np.median(after[:k]))
     dropped = {name: s["dropped"] for name, s in summary["streams"].items()}
     print(f"\nSOAK dropped {dropped}, RSS after warm-up {after[0]:.1f} -> max "
-          f"{max(after):.1f} MB (+{growth:.1f}), CPU {summary['cpu_percent']}%")
+          f"{max(after):.1f} MB (+{growth:.1f}; trend {trend:+.1f} MB), "
+          f"CPU {summary['cpu_percent']}%")
     # Which bounded queue held memory, if one did.
     print(f"spotter {summary.get('spotter')}\nrecorder {summary.get('recorder')}")
     for name, s in summary["streams"].items():
