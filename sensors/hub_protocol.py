@@ -460,13 +460,17 @@ class HubParser:
         c.frames += k
         c.data_frames += k
         self._in_skip = False
+        return self._data_batch(frames, [])
+
+    def _data_batch(self, frames: np.ndarray, msgs: list[Message]) -> ParsedBatch:
+        """A batch from decoded DATA frames (structured rows of ``data_dtype``)."""
         return ParsedBatch(
             seq=self._extend_seq(frames["seq"]),
             t_us=frames["t_us"].astype(np.int64),
             status=frames["status"].copy(),
             trigger=frames["trigger"].copy(),
             raw=frames["raw"].astype(np.int32),
-            messages=[],
+            messages=msgs,
         )
 
     @staticmethod
@@ -519,14 +523,7 @@ class HubParser:
         frames = np.ascontiguousarray(rows).view(data_dtype((L - OVERHEAD - DATA_FIXED) // 4))
         frames = frames.reshape(-1)
         c.data_frames += int(frames.size)
-        return ParsedBatch(
-            seq=self._extend_seq(frames["seq"]),
-            t_us=frames["t_us"].astype(np.int64),
-            status=frames["status"].copy(),
-            trigger=frames["trigger"].copy(),
-            raw=frames["raw"].astype(np.int32),
-            messages=msgs,
-        )
+        return self._data_batch(frames, msgs)
 
     def _extend_seq(self, seq32: np.ndarray) -> np.ndarray:
         """Unwrap the u32 counter, count gaps; a backwards step continues the index by one."""
