@@ -30,6 +30,15 @@ class Crystal:
             t = t + np.where(h >= at_ns, step_s, 0.0)
         return t
 
+    def device_s_at(self, host_ns: int) -> float:
+        """:meth:`device_s` for one instant in plain floats (the same operations, so the
+        same value), for per-batch callers where numpy's per-call set-up dominates."""
+        t = self.origin_device_s + float(host_ns - self.origin_host_ns) * 1e-9 * self.rate
+        for at_ns, step_s in self.steps:
+            if host_ns >= at_ns:
+                t += step_s
+        return t
+
     def host_ns(self, device_s: np.ndarray | float) -> np.ndarray:
         """Host ns at which the device clock reads ``device_s`` (ignores steps)."""
         d = np.asarray(device_s, dtype=np.float64)

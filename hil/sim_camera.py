@@ -98,8 +98,8 @@ class SimCamera:
 
     def _frame_index_at(self, host_ns: int) -> int:
         """Index of the last frame whose exposure started at or before ``host_ns``."""
-        dev0 = float(self.crystal.device_s(self._origin_ns()))
-        dev = float(self.crystal.device_s(host_ns))
+        dev0 = self.crystal.device_s_at(self._origin_ns())
+        dev = self.crystal.device_s_at(host_ns)
         i = math.floor((dev - dev0) * self.fps)
         # Float rounding can be off by one either way: settle on integer host ns. Frames i
         # and i + 1 in one crystal call (this runs on every read, numpy calls are not free).

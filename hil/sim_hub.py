@@ -257,17 +257,6 @@ class HubEmulator:
         if not data:
             time.sleep(0.001)  # the master polls readable while it has no reader
 
-    def _device_s_now(self) -> float:
-        """``crystal.device_s(now)`` in plain floats (same operations, same result): one
-        instant per batch does not need numpy's per-call set-up."""
-        c = self.crystal
-        h = monotonic_ns()
-        t = c.origin_device_s + float(h - c.origin_host_ns) * 1e-9 * c.rate
-        for at_ns, step_s in c.steps:
-            if h >= at_ns:
-                t = t + step_s
-        return t
-
     def _device_us(self, host_ns: int) -> int:
         return int(np.floor(self.crystal.device_s(host_ns) * 1e6))
 
@@ -317,7 +306,7 @@ class HubEmulator:
         """Take every sample due by now on the MCU clock; queue those that survive."""
         if not (self._streaming and self._answering):
             return
-        now_dev_s = self._device_s_now()
+        now_dev_s = self.crystal.device_s_at(monotonic_ns())
         due = math.floor((now_dev_s - self._grid_dev_s) * self.fs_hz) + 1
         s0 = self._next_seq
         n = min(due - (s0 - self._grid_seq), 5 * self.fs_hz)

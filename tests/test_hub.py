@@ -297,3 +297,11 @@ def test_deterministic_and_independent_of_chunking():
     assert not np.array_equal(a, PhysioModel(sc, seed=2).chunk(t))
     late = PhysioModel(sc, seed=1).values(np.array([500.0]))  # past the horizon: grows
     assert np.isfinite(late).all()
+
+
+def test_the_crystals_scalar_reading_equals_its_vectorised_one():
+    # The emulators read one instant per batch with device_s_at: it must be the same clock.
+    c = Crystal(ppm=-73.0, origin_host_ns=123_456_789, origin_device_s=7.0)
+    c.step(5_000_000_000, 0.25)
+    hosts = np.array([0, 123_456_789, 4_999_999_999, 5_000_000_000, 9_876_543_210_123])
+    assert [c.device_s_at(int(h)) for h in hosts] == c.device_s(hosts).tolist()
