@@ -343,7 +343,6 @@ class HubParser:
         plen = data_payload_len(n_channels)
         self._data_len = plen + OVERHEAD
         self._data_hdr = SYNC + struct.pack("<BBH", PROTOCOL_VERSION, DATA, plen)
-        self._data_hdr_arr = np.frombuffer(self._data_hdr, dtype=np.uint8)
         self._data_dtype = data_dtype(n_channels)
 
     def clear_buffer(self) -> None:
@@ -440,21 +439,12 @@ class HubParser:
         if tail and buf[end : end + min(tail, HEADER_LEN)] != hdr[: min(tail, HEADER_LEN)]:
             return None  # whatever follows is not simply the next frame's beginning
         data = bytes(buf[:end]) if tail else bytes(buf)
-        if k <= _CRC_SCALAR_ROWS:  # plain Python: a few C calls per frame, no numpy set-up
-            if not all(map(data.startswith, [hdr] * k, range(0, end, L))):
-                return None
-            mv = memoryview(data)
-            for e in range(L - CRC_LEN, end, L):  # e: where each frame's CRC starts
-                if crc_hqx(mv[e - L + CRC_LEN + 2 : e], 0xFFFF) != data[e] | data[e + 1] << 8:
-                    return None
-            frames = np.frombuffer(data, dtype=self._data_dtype)
-        else:
-            rows = np.frombuffer(data, dtype=np.uint8).reshape(k, L)
-            frames = np.frombuffer(data, dtype=self._data_dtype)
-            if not (rows[:, :HEADER_LEN] == self._data_hdr_arr).all() or not (
-                crc16_rows(rows[:, 2:-CRC_LEN]) == frames["crc"]
-            ).all():
-                return None
+        if not all(map(data.startswith, [hdr] * k, range(0, end, L))):
+            return None
+        frames = np.frombuffer(data, dtype=self._data_dtype)
+        rows = np.frombuffer(data, dtype=np.uint8).reshape(k, L)
+        if not np.array_equal(crc16_rows(rows[:, 2:-CRC_LEN]), frames["crc"]):
+            return None
         del buf[:end]
         c = self.counters
         c.frames += k
