@@ -29,6 +29,7 @@ import mcap.writer as mcap_writer
 import zstandard
 from mcap.writer import CompressionType, IndexType, Writer
 
+from edge.mcap_io import open_writer
 from edge.recording_format import (
     BLOCK_ENCODING,
     CAMERA_TOPIC,
@@ -401,8 +402,8 @@ class Recorder:
         f: IO[bytes] | None = None
         try:
             f = self._opener(path)
-            w = Writer(f, chunk_size=_NO_AUTO_CHUNK, compression=self._compression,
-                       index_types=IndexType.ALL)
+            w = open_writer(f, chunk_size=_NO_AUTO_CHUNK, compression=self._compression,
+                            index_types=IndexType.ALL)
             w.start(profile=PROFILE, library=f"mmme-edge recorder v{FORMAT_VERSION}")
             w.add_metadata(META_NAME, self._metadata())
             ids: dict[str, int] = {}
