@@ -5,7 +5,13 @@
 8 EEG channels + 5 hub channels at 1000 Hz (10-sample blocks) and a 320x240 camera at
 150 fps. The producer keeps the recorder's queue below half full (so nothing is dropped)
 and the clock stops after close() has written the summary and fsynced. The last line is
-one JSON object {"realtime_factor": x, "mb_per_s": y} (y: file bytes per wall second).
+one JSON object {"realtime_factor": x, "mb_per_s": y, "flush_stall_ms": {...}} (y: file
+bytes per wall second).
+
+``flush_stall_ms``: how long one chunk flush (0.5 s of 200 fps frames, ~8 MB) keeps
+other Python threads waiting, as the worst lateness of a thread sleeping 0.5 ms at a
+time, median over interleaved flushes: mcap's own Writer against the recorder's
+(:mod:`edge.mcap_io`), compared in one run.
 """
 
 from __future__ import annotations
@@ -13,13 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from edge.recorder import Recorder
+from edge import malloc
+from edge.mcap_io import open_writer
+from edge.recorder import _NO_AUTO_CHUNK, Recorder
 from sensors.blocks import Frame, SampleBlock, StreamInfo
 
 EEG = StreamInfo("eeg", 1000.0, tuple(f"EEG{i + 1}" for i in range(8)), ("uV",) * 8,
@@ -82,7 +92,54 @@ def run(seconds: float, store: str, out_dir: Path) -> dict[str, float]:
             "mb_per_s": round(size / wall_s / 1e6, 2)}
 
 
+def flush_stall_ms(out_dir: Path, reps: int = 8, fps: float = 200.0) -> dict[str, float]:
+    """Median worst sleeper lateness during one chunk flush, per writer (see module doc)."""
+    from mcap.writer import CompressionType, Writer
+
+    frames = [f.tobytes() for f in _frames(int(fps / 2), np.random.default_rng(5))]
+    late: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def sleeper() -> None:
+        while not done.is_set():
+            t = time.perf_counter()
+            time.sleep(0.0005)
+            late.append((t, time.perf_counter() - t - 0.0005))
+
+    def one_flush(make: object) -> float:
+        f = open(out_dir / "stall.mcap", "wb")  # noqa: SIM115 (closed below)
+        w = make(f, chunk_size=_NO_AUTO_CHUNK,  # type: ignore[operator]
+                 compression=CompressionType.ZSTD)
+        w.start("bench", "bench")
+        ch = w.register_channel("frames", "raw", w.register_schema("f", "raw", b""))
+        for i, d in enumerate(frames):
+            w.add_message(ch, i, d, i, i)
+        time.sleep(0.02)
+        t0 = time.perf_counter()
+        w.flush()
+        t1 = time.perf_counter()
+        f.close()
+        time.sleep(0.005)
+        return max((d for t, d in late if t0 - 0.001 <= t <= t1), default=0.0) * 1e3
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(0.0002)  # as the rig runs
+    th = threading.Thread(target=sleeper, daemon=True)
+    th.start()
+    try:
+        runs: dict[str, list[float]] = {"mcap_writer": [], "recorder": []}
+        for _ in range(reps):
+            runs["mcap_writer"].append(one_flush(Writer))
+            runs["recorder"].append(one_flush(open_writer))
+    finally:
+        done.set()
+        th.join()
+        sys.setswitchinterval(old)
+    return {k: round(float(np.median(v)), 2) for k, v in runs.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
+    malloc.tune()  # as `mmme-edge run` does: the allocator shapes what a big copy costs
     p = argparse.ArgumentParser(prog="mmme-hil bench recorder")
     p.add_argument("--seconds", type=float, default=20.0, help="seconds of rig data")
     p.add_argument("--store", default="lossless", choices=("lossless", "png", "jpeg"))
@@ -95,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.dir or tmp)
     try:
         result = run(args.seconds, args.store, out_dir)
+        result["flush_stall_ms"] = flush_stall_ms(out_dir)
+        print(f"one chunk flush holds other threads up (median worst): mcap Writer "
+              f"{result['flush_stall_ms']['mcap_writer']} ms, recorder "
+              f"{result['flush_stall_ms']['recorder']} ms")
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
