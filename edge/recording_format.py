@@ -204,7 +204,7 @@ def encode_frame(frame: Frame, codec: int = CODEC_RAW, jpeg_quality: int = 90) -
         raise ValueError(f"frame {frame.seq}: luma must be 2-D, got shape {luma.shape}")
     h, w = luma.shape
     if codec == CODEC_RAW:
-        payload = luma.tobytes()
+        payload: bytes | memoryview = memoryview(luma).cast("B")  # copied once, by the join
     else:
         import cv2  # only when a compressed store is configured
 
@@ -216,7 +216,7 @@ def encode_frame(frame: Frame, codec: int = CODEC_RAW, jpeg_quality: int = 90) -
         payload = buf.tobytes()
     head = _FRAME_HEADER.pack(_FRAME_MAGIC, FORMAT_VERSION, codec, int(frame.trigger) & 0xFF,
                               0, int(frame.seq), int(frame.t_ns), h, w)
-    return head + payload
+    return b"".join((head, payload))
 
 
 @dataclass(frozen=True)
