@@ -10,6 +10,10 @@ the file (its intact chunks stay readable), keeps the unwritten messages (bounde
 ``defer_limit_bytes``, beyond that drops and counts) and retries every ``retry_period_s``
 in a new segment file ``<stem>.segNNN<suffix>``. The arrays handed over must not be
 modified afterwards (drivers build fresh arrays per block).
+
+A segment that reaches ``max_segment_bytes`` (2 GiB: under FAT32's 4 GiB file limit)
+is finished (summary, footer, fsync) and the next chunk starts a new one. That also
+bounds the writer's in-memory chunk index, which otherwise grows for the whole session.
 """
 
 from __future__ import annotations
@@ -168,6 +172,7 @@ class Recorder:
         queue_limit: int = 8192,
         queue_bytes_limit: int = 128 * 2**20,
         max_chunk_bytes: int = 16 * 2**20,
+        max_segment_bytes: int = 2 * 2**30,
         defer_limit_bytes: int = 128 * 2**20,
         retry_period_s: float = 2.0,
         opener: Opener | None = None,
@@ -185,6 +190,7 @@ class Recorder:
         self._queue_limit = int(queue_limit)
         self._queue_bytes_limit = int(queue_bytes_limit)
         self._max_chunk_bytes = int(max_chunk_bytes)
+        self._max_segment_bytes = int(max_segment_bytes)
         self._defer_limit_bytes = int(defer_limit_bytes)
         self._retry_period_ns = int(retry_period_s * 1e9)
         self._opener = opener or _default_open
@@ -395,6 +401,8 @@ class Recorder:
         self._pending.clear()
         self._pending_bytes = 0
         self.status = "ok"
+        if after >= self._max_segment_bytes:
+            self._close_segment()  # the next flush opens the next segment
 
     def _open_segment(self) -> bool:
         path = segment_path(self.path, self._next_segment)
@@ -469,6 +477,10 @@ class Recorder:
                 self.counters.dropped_error += len(self._pending)
             self._pending.clear()
             self._pending_bytes = 0
+        self._close_segment()
+
+    def _close_segment(self) -> None:
+        """Summary, footer, fsync and close of the current segment, if one is open."""
         if self._writer is None or self._file is None:
             return
         try:

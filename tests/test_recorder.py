@@ -104,6 +104,26 @@ def test_round_trip_is_bit_exact(tmp_path: Path) -> None:
     assert r.camera == {"width": 160, "height": 120, "store": "lossless"}
 
 
+def test_a_full_segment_is_finished_and_recording_goes_on_in_the_next(tmp_path: Path) -> None:
+    path = tmp_path / "rot.mcap"
+    rec = Recorder(path, [child.EEG, child.HUB], camera={"width": 160, "height": 120},
+                   chunk_period_s=0.02, max_segment_bytes=60_000)
+    for k in range(120):
+        rec.write_block(child.block(child.EEG, SEED, k))
+        rec.write_block(child.block(child.HUB, SEED, k))
+        if k % 2 == 0:
+            rec.write_frame(child.frame(SEED, k // 2))
+        time.sleep(0.002)  # several chunks, so several segments
+    stats = rec.close()
+    assert stats["status"] == "ok" and stats["write_errors"] == 0
+    assert stats["segments"] >= 3
+    r = open_recording(path)
+    assert r.complete and not r.problems  # every segment has its summary and footer
+    _assert_stream_equal(r.streams["eeg"], child.EEG, range(120))
+    _assert_stream_equal(r.streams["hub"], child.HUB, range(120))
+    assert [f.seq for f in r.frames] == list(range(60))
+
+
 def test_png_store_is_lossless(tmp_path: Path) -> None:
     rec = _record_some(tmp_path / "png.mcap", n_blocks=8, store="png")
     rec.close()
