@@ -19,11 +19,11 @@ def _tune(env: dict[str, str]) -> str:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc settings")
 def test_two_arenas_and_a_fixed_mmap_threshold_by_default() -> None:
-    assert _tune({}) == "malloc: arenas 2, mmap threshold 64 KiB"
+    assert _tune({}) == "malloc: arenas 2, mmap threshold 1024 KiB"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc settings")
 def test_settings_from_the_environment_are_kept() -> None:
-    assert _tune({"MALLOC_ARENA_MAX": "4"}) == "malloc: mmap threshold 64 KiB"
+    assert _tune({"MALLOC_ARENA_MAX": "4"}) == "malloc: mmap threshold 1024 KiB"
     assert _tune({"MALLOC_ARENA_MAX": "4", "MALLOC_MMAP_THRESHOLD_": "131072"}) == (
         "malloc: environment settings kept")
