@@ -86,6 +86,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "height": Key(int, 240, lo=64, hi=4096),
         "fps": Key(float, 150.0, lo=1.0, hi=1000.0),
         "exposure_us": Key(int, 4000, lo=10, hi=1_000_000),
+        # Capture buffers as time: how long the frame reader may be held up before
+        # frames are lost (sensors.camera.buffers_for).
+        "buffer_s": Key(float, 0.1, lo=0.02, hi=1.0),
     },
     "features": {
         "mains_hz": Key(int, 50, choices=(50, 60)),

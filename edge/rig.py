@@ -15,6 +15,7 @@ from typing import Any
 from edge.acquisition import ProcessDriver
 from edge.config import RigConfig
 from sensors.ads1299 import Ads1299, Ads1299Settings
+from sensors.camera import buffers_for
 from sensors.hub import Hub, HubSettings
 from sensors.trigger import MarkerReader, SyncPulser
 
@@ -109,14 +110,17 @@ def _camera(cfg: RigConfig, bench: Any) -> Any:
     cam = cfg.camera
     if cam["backend"] == "sim":
         return bench.camera
+    buffers = buffers_for(float(cam["fps"]), float(cam["buffer_s"]))
     if cam["backend"] == "picamera2":
         from sensors.camera import Picamera2Source
 
         return Picamera2Source(int(cam["device"]), int(cam["width"]), int(cam["height"]),
-                               float(cam["fps"]), int(cam["exposure_us"]))
+                               float(cam["fps"]), int(cam["exposure_us"]),
+                               buffer_count=buffers)
     from sensors.camera import OpenCVSource
 
-    return OpenCVSource(cam["device"], int(cam["width"]), int(cam["height"]), float(cam["fps"]))
+    return OpenCVSource(cam["device"], int(cam["width"]), int(cam["height"]), float(cam["fps"]),
+                        buffer_count=buffers)
 
 
 def _gpio_lines(cfg: RigConfig, bench: Any) -> tuple[Any, Any, Any]:

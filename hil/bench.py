@@ -26,8 +26,8 @@ from hil.sim_hub import HubEmulator
 from hil.wire import MARKER, MARKER_STROBE, SYNC, SimEdgeInput, SimInputBus, SimOutputLine, Wire
 from sensors.ads1299 import Ads1299, Ads1299Settings
 from sensors.blocks import Marker, monotonic_ns
+from sensors.camera import buffers_for
 
-CAMERA_BUFFERS = 6  # as Picamera2Source's default buffer_count
 LEAD_IN_S = 0.5  # scenario t = 0 this long after the bench is built (drivers open first)
 # Device clocks at scenario t = 0: each device booted a while before (a real MCU's uptime,
 # a sensor's timestamp counter), so a driver that starts early never sees negative time.
@@ -106,7 +106,8 @@ class SimBench:
                                      width=int(cfg.camera["width"]),
                                      height=int(cfg.camera["height"]),
                                      seed=seed, crystal=crystal, wire=wire, t0_ns=t0,
-                                     buffer_frames=CAMERA_BUFFERS)
+                                     buffer_frames=buffers_for(float(cfg.camera["fps"]),
+                                                               float(cfg.camera["buffer_s"])))
         bench.expected_markers = schedule_markers(wire, scenario.markers, t0)
         return bench
 

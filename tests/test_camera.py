@@ -19,9 +19,11 @@ from hil.sim_camera import SimCamera
 from hil.wire import SYNC, Wire
 from sensors.blocks import monotonic_ns
 from sensors.camera import (
+    MIN_BUFFERS,
     FrameGapDetector,
     OpenCVSource,
     Picamera2Source,
+    buffers_for,
     pick_sensor_mode,
 )
 from sensors.errors import BackendUnavailable, DeviceNotFound, WrongDevice
@@ -240,6 +242,27 @@ def test_live_frames_arrive_in_order_at_the_crystal_rate() -> None:
     assert 0.5 * 0.6 * FPS < len(frames) < 0.6 * FPS + 64 + 5
     assert frames[0].luma.shape == (240, 320) and frames[0].luma.dtype == np.uint8
     assert cam.counters.samples == len(frames) and cam.counters.dropped == 0
+
+
+def test_capture_buffers_cover_the_same_time_at_any_frame_rate() -> None:
+    assert buffers_for(150.0, 0.1) == 15
+    assert buffers_for(200.0, 0.1) == 20
+    assert buffers_for(300.0, 0.1) == 30
+    assert buffers_for(30.0, 0.1) == MIN_BUFFERS  # a V4L2 stream needs a few at any rate
+    with pytest.raises(ValueError):
+        buffers_for(0.0, 0.1)
+
+
+def test_the_simulated_rig_camera_gets_the_configured_buffer_time() -> None:
+    from edge import config
+    from hil.bench import SimBench
+
+    cfg = config.load(config.example_path("sim"))
+    bench = SimBench.from_config(cfg, duration_s=5.0)
+    try:
+        assert bench.camera.buffer_frames == buffers_for(cfg.camera["fps"], 0.1) == 15
+    finally:
+        bench.close()
 
 
 def test_a_slow_consumer_loses_the_oldest_frames_and_they_are_counted() -> None:
