@@ -50,9 +50,9 @@ def freeze_startup_objects() -> None:
     """Keep the cyclic GC off everything built before the run (modules, model, rings).
 
     A full collection walks every tracked object while holding the GIL: with ~100k of
-    them it stalled every thread for up to 42 ms on the bench VM, longer than the camera's
-    six buffers last at 200 fps (30 ms). Frozen objects are never walked again, so later
-    collections only see what the run itself allocates.
+    them it stalled every thread for up to 42 ms on the bench VM, while the camera's
+    capture ring filled (6 buffers last 30 ms at 200 fps). Frozen objects are never
+    walked again, so later collections only see what the run itself allocates.
     """
     gc.collect()
     gc.freeze()
