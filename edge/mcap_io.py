@@ -3,8 +3,8 @@
 mcap's Writer assembles every record in an in-memory ``BytesIO`` before writing it to
 the file. For a chunk that means one ``BytesIO.write`` of the whole compressed chunk
 (about 8 MB for half a second of 200 fps frames) into freshly allocated memory: a single
-memcpy that holds the GIL for 4-26 ms on the bench VM, while the camera's six buffers
-last 30 ms at 200 fps. Here big writes are kept by reference and handed to the file one
+memcpy that held the GIL for 4-26 ms on the bench VM, while every other thread (the
+camera's reader among them) waited. Here big writes are kept by reference and handed to the file one
 by one; file writes release the GIL. The file's bytes are exactly what mcap would write.
 
 Only the Writer's own record builder is replaced (``_Writer__record_builder``, mcap
@@ -79,12 +79,10 @@ class _PieceBuffer:
         raise ValueError(f"overwrite at {self._pos} before any piece")
 
     def take(self) -> Pieces:
+        """Everything written so far; the buffer starts empty again."""
         out = Pieces(self._pieces)
-        self.__init__()  # type: ignore[misc]
+        self._pieces, self._starts, self._size, self._pos = [], [], 0, 0
         return out
-
-    def close(self) -> None:
-        self._pieces = []
 
 
 class _PieceRecordBuilder(RecordBuilder):

@@ -34,8 +34,8 @@ status uint32[n], trigger uint8[n]. Physical values are ``raw * scale + offset``
 1 png / 2 jpeg, trigger, reserved, seq, t_ns, height, width), then the image bytes.
 
 A recording is one file, plus ``<stem>.segNNN<suffix>`` files when the recorder had to
-reopen after a write error or a segment reached its size limit; the reader joins them and drops repeated messages by
-(channel, sequence).
+reopen after a write error or a segment reached its size limit; the reader joins them
+and drops repeated messages by (channel, sequence).
 """
 
 from __future__ import annotations
