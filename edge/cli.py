@@ -1,6 +1,7 @@
 """``mmme-edge``: run the rig, check its devices, inspect and export recordings.
 
     mmme-edge run [--config FILE] [--sim] [--duration S] [--json]
+    mmme-edge run --replay REC.mcap | --replay hub=PATH [--channel-map ppg=PLETH,ecg=II]
     mmme-edge selftest [--config FILE] [--sim]
     mmme-edge info REC
     mmme-edge export REC --out DIR
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 
 from edge import config
@@ -24,9 +26,39 @@ EXIT_DEVICE = 1
 
 
 def _load_config(args: argparse.Namespace) -> config.RigConfig:
-    path = args.config or config.example_path("sim" if args.sim else "pi")
+    replaying = bool(getattr(args, "replay", None) or getattr(args, "channel_map", None))
+    path = args.config or config.example_path("sim" if args.sim or replaying else "pi")
     cfg = config.load(path)
+    if replaying:
+        from hil.sim.playback import ReplayError, parse_channel_map, parse_replay_args
+
+        try:
+            extra: dict = parse_replay_args(args.replay or [])
+            if args.channel_map:
+                extra["channel_map"] = parse_channel_map(args.channel_map)
+        except ReplayError as exc:
+            raise config.ConfigError(f"replay: {exc}") from None
+        for key, value in (("start_s", args.replay_start), ("span_s", args.replay_span)):
+            if value is not None:
+                extra[key] = float(value)
+        return cfg.with_replay(**extra)
     return cfg.with_all_simulated() if args.sim else cfg
+
+
+def _replay_duration(cfg: config.RigConfig, duration_s: float, quiet: bool) -> float:
+    """Read what ``[replay]`` names (errors before any device opens); with no duration
+    given, run until the replay has played out."""
+    from hil.sim.playback import ReplayError, plan_replay
+
+    try:
+        plan = plan_replay(cfg)
+    except ReplayError as exc:
+        raise config.ConfigError(f"replay: {exc}") from None
+    if plan is None:
+        return duration_s
+    if not quiet:
+        print(f"replay: {json.dumps(plan.summary())}", file=sys.stderr)
+    return duration_s if duration_s > 0 else plan.span_s + float(cfg.replay["lead_in_s"]) + 1.5
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +74,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--record-dir", help="override rig.data_dir")
     run.add_argument("--ground-truth", metavar="FILE",
                      help="simulated rig: write the scenario's ground truth (host ns) here")
+    run.add_argument("--replay", action="append", metavar="REC|STREAM=PATH",
+                     help="on the simulated bench, play a rig recording (every stream it "
+                          "has) or one stream: hub=PATH (WFDB, EDF/BDF, CSV, .mcap), "
+                          "eeg=PATH, camera=REC.mcap; repeatable; implies --sim")
+    run.add_argument("--channel-map", metavar="RIG=SRC,...",
+                     help="hub channels from source channels, e.g. ppg=PLETH,ecg=II")
+    run.add_argument("--replay-start", type=float, metavar="S",
+                     help="start this many seconds into the replayed source")
+    run.add_argument("--replay-span", type=float, metavar="S",
+                     help="replay this many seconds (default: to the end)")
 
     st = sub.add_parser("selftest", help="check every configured device, pass/fail each")
     st.add_argument("--config")
@@ -69,9 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     try:
         cfg = _load_config(args)
+        duration = args.duration
+        if args.command == "run":
+            duration = _replay_duration(cfg, args.duration, args.quiet)
     except config.ConfigError as exc:
         print(f"mmme-edge: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
     try:
         if args.command == "run":
             from edge import malloc
@@ -81,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.quiet:
                 print(note, file=sys.stderr)
 
-            return run(cfg, duration_s=args.duration, as_json=args.json, quiet=args.quiet,
+            return run(cfg, duration_s=duration, as_json=args.json, quiet=args.quiet,
                        record_dir=args.record_dir, ground_truth=args.ground_truth)
         if args.command == "selftest":
             from edge.selftest import selftest

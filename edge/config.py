@@ -7,6 +7,7 @@ key and the problem in one line. ``edge.cli`` turns that into exit status 2.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, fields
@@ -116,8 +117,19 @@ SCHEMA: dict[str, dict[str, Key]] = {
         # Fault injection for selftest checks: the ID the emulated EEG chip answers.
         "eeg_chip_id": Key(int, 0x3E, lo=0, hi=255),
     },
+    # Replay (hil.sim.playback): devices on the simulated bench play recorded streams.
+    "replay": {
+        "recording": Key(str, ""),  # a rig recording (.mcap): every stream it has
+        "hub": Key(str, ""),  # one stream from a WFDB record, EDF/BDF, CSV or .mcap
+        "eeg": Key(str, ""),
+        "camera": Key(str, ""),  # frames come from a rig recording (.mcap)
+        "channel_map": Key(dict, {}),  # hub channel = source channel, e.g. {ppg = "PLETH"}
+        "start_s": Key(float, 0.0, lo=0.0),  # play from this far into the source
+        "span_s": Key(float, 0.0, lo=0.0),  # this long (0: to the end)
+        "lead_in_s": Key(float, 5.0, lo=0.5, hi=60.0),  # the rig starts before it begins
+    },
 }
-OPTIONAL_SECTIONS = {"features", "mqtt", "sim", "eeg", "hub", "camera"}
+OPTIONAL_SECTIONS = {"features", "mqtt", "sim", "eeg", "hub", "camera", "replay"}
 
 
 @dataclass(frozen=True)
@@ -132,6 +144,7 @@ class RigConfig:
     features: dict[str, Any]
     mqtt: dict[str, Any]
     sim: dict[str, Any]
+    replay: dict[str, Any]
     source: str = ""
 
     def digest(self) -> str:
@@ -151,14 +164,22 @@ class RigConfig:
             features=self.features,
             mqtt=self.mqtt,
             sim=self.sim,
+            replay=self.replay,
             source=self.source,
         )
+
+    def with_replay(self, **replay: Any) -> RigConfig:
+        """The same rig on the simulated bench, replaying what ``replay`` names ([replay])."""
+        cfg = self.with_all_simulated()
+        merged = {**cfg.replay, **replay}
+        return dataclasses.replace(cfg, replay=_check_section("replay", merged))
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:
     names = [x.__name__ for x in (t if isinstance(t, tuple) else (t,))]
     return " or ".join({"str": "a string", "int": "an integer", "float": "a number",
-                        "bool": "true/false", "list": "a list"}.get(n, n) for n in names)
+                        "bool": "true/false", "list": "a list",
+                        "dict": "a table"}.get(n, n) for n in names)
 
 
 def _check_value(where: str, key: Key, value: Any) -> Any:

@@ -59,6 +59,10 @@ class Rig:
     bench: Any | None = None  # the simulated bench, when any device is simulated
     _closers: list[Any] = field(default_factory=list)
 
+    def notes(self) -> dict[str, Any]:
+        """What the bench adds to the run summary (what it replayed); empty on hardware."""
+        return self.bench.notes() if self.bench is not None else {}
+
     def sample_drivers(self) -> dict[str, Any]:
         return {name: d for name, d in (("eeg", self.eeg), ("hub", self.hub)) if d is not None}
 

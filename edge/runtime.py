@@ -415,6 +415,7 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
                          "emotion": processing.counters["emotion"]}
     summary["spotter"] = processing.spotter_figures()
     summary["errors"] += processing.errors[:10]
+    summary.update(rig.notes())
     if controls.closed_recordings:
         summary["recording"] = controls.closed_recordings[-1]
         summary["recordings"] = controls.closed_recordings

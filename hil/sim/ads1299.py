@@ -43,7 +43,9 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -79,6 +81,24 @@ def test_signal_uv(k: np.ndarray, config2: int, fs_hz: float) -> np.ndarray:
     return np.where((k // half_n) % 2 == 0, amp, -amp)
 
 
+class EegSource(Protocol):
+    """The electrodes' signal: consecutive samples in input-referred microvolts."""
+
+    def next(self, n: int, t_s: np.ndarray | None = None) -> np.ndarray:
+        """The next ``n`` samples, ``(n, n_channels)``; ``t_s``: scenario seconds of each."""
+        ...
+
+
+# Builds a conversion run's source: (channel names, fs_hz, seed, scenario) -> EegSource.
+EegSourceFactory = Callable[[Sequence[str], float, int, "Scenario | None"], EegSource]
+
+
+def simulated_eeg(channels: Sequence[str], fs_hz: float, seed: int,
+                  scenario: Scenario | None) -> EegSource:
+    """The default source: synthetic scalp EEG following the scenario."""
+    return EegModel(channels, fs_hz, seed=seed, scenario=scenario)
+
+
 @dataclass
 class _Chunk:
     k0: int
@@ -96,7 +116,7 @@ class _Run:
     fs_hz: float
     chunk_n: int
     t0_ns: int
-    model: EegModel
+    model: EegSource
     noise: np.random.Generator
     chunks: OrderedDict[int, _Chunk] = field(default_factory=OrderedDict)
     last_c: int = -1
@@ -143,6 +163,8 @@ class Ads1299Emulator:
         channels: tuple[str, ...] | None = None,
         chunk_s: float = 0.1,
         history_s: float = 60.0,
+        source: EegSourceFactory | None = None,
+        input_noise_uv: float = SHORTED_NOISE_UV,
     ) -> None:
         self.crystal = crystal
         self.wire = wire
@@ -153,6 +175,8 @@ class Ads1299Emulator:
         self.t0_ns = t0_ns
         self.channels = channels or DEFAULT_CHANNELS[chip_index % 2]
         self._chunk_s = chunk_s
+        self._source = source or simulated_eeg
+        self._input_noise_uv = float(input_noise_uv)  # the chip's own (0 replaying a recording)
         self._max_chunks = max(2, int(np.ceil(history_s / chunk_s)))
         self._lock = threading.RLock()
         self._group = _group_for(crystal)
@@ -370,8 +394,7 @@ class Ads1299Emulator:
             fs_hz=fs,
             chunk_n=max(25, round(fs * self._chunk_s)),
             t0_ns=0,
-            model=EegModel(self.channels, fs, seed=seed,
-                           scenario=self.scenario),
+            model=self._source(self.channels, fs, seed, self.scenario),
             noise=np.random.default_rng([seed, 7]),
         )
         # Scenario time 0: t0_ns if given, else the START instant.
@@ -427,7 +450,7 @@ class Ads1299Emulator:
                 col = np.full(n, 2.5e6)
             else:
                 col = np.zeros(n)
-            uv[:, ch] = col + run.noise.normal(0.0, SHORTED_NOISE_UV, n)
+            uv[:, ch] = col + run.noise.normal(0.0, self._input_noise_uv, n)
         counts = np.clip(np.rint(uv * gains / VREF_UV * FULL_SCALE), -(2**23), FULL_SCALE)
         counts = counts.astype(np.int32)
         u = counts.astype(np.uint32) & 0xFFFFFF

@@ -144,6 +144,7 @@ class HubEmulator:
         self._grid_seq = 0  # seq of the sample at device time _grid_dev_s
         self._grid_dev_s = 0.0
         self._grid_row = 0  # its row on the grid anchored at t0 (the signal's index)
+        self.start_row: int | None = None  # grid row of the first sample after the last START
         self._outbox = bytearray()
         self._overflowed = False
         # faults
@@ -373,6 +374,7 @@ class HubEmulator:
         row = max(math.floor((float(self.crystal.device_s(now_ns)) - dev0) * self.fs_hz) + 1,
                   first)
         self._grid_seq, self._grid_row = self._next_seq, row
+        self.start_row = row
         self._grid_dev_s = dev0 + row / self.fs_hz
 
     def _info(self, cmd_seq: int) -> bytes:

@@ -6,10 +6,16 @@ pseudo-terminal, a camera looking at a rendered face, and the trigger harness (t
 host's sync output, the stimulus PC's marker code and strobe). All of them follow one
 scenario with known ground truth, each on its own drifting crystal. ``edge.rig`` asks
 the bench for seams and puts the same drivers on them as on hardware.
+
+With a ``[replay]`` section (``hil.sim.playback``) the same simulators play recorded
+streams instead: the hub MCU serves the recording's samples, the EEG chips convert the
+recording's microvolts, the camera hands out the recorded frames, the marker lines carry
+the recorded markers, all on one time line that starts at ``t0_ns``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Callable
@@ -17,11 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hil.sim.ads1299 import Ads1299Emulator, shared_reset_line, shared_start_line
+from hil.sim.ads1299 import (
+    SHORTED_NOISE_UV,
+    Ads1299Emulator,
+    EegSourceFactory,
+    shared_reset_line,
+    shared_start_line,
+)
 from hil.sim.camera import SimCamera
 from hil.sim.crystal import Crystal
 from hil.sim.hub import HubEmulator
 from hil.sim.marker_source import schedule_markers
+from hil.sim.playback import PlaybackCamera, ReplayPlan, plan_replay
 from hil.sim.scenario import Scenario, generate
 from hil.sim.wire import MARKER, MARKER_STROBE, SYNC, SimEdgeInput, SimInputBus, SimOutputLine, Wire
 from sensors.ads1299 import Ads1299, Ads1299Settings
@@ -43,6 +56,17 @@ def load_scenario(sim: dict[str, Any], duration_s: float) -> Scenario:
     return generate(length, n_events=int(sim["n_events"]), seed=int(sim["seed"]))
 
 
+def replay_scenario(sim: dict[str, Any], plan: ReplayPlan, duration_s: float) -> Scenario:
+    """The scenario beside a replay: the recorded markers; scripted expressions only when
+    the camera is still simulated (a replayed face makes its own)."""
+    length = max(duration_s, plan.span_s, 1.0)
+    base = (load_scenario(sim, length) if plan.camera is None
+            else Scenario(duration_s=length, seed=int(sim["seed"])))
+    if plan.markers is not None:
+        base = dataclasses.replace(base, markers=plan.markers)
+    return base
+
+
 @dataclass(frozen=True)
 class EegSim:
     """Everything the EEG acquisition process needs to build its emulated chips."""
@@ -53,6 +77,8 @@ class EegSim:
     seed: int
     wire: dict[str, tuple[str, int, int, str]]  # shared-memory handles of the wire
     chip_id: int = 0x3E
+    source: EegSourceFactory | None = None  # None: simulated EEG; else e.g. a playback
+    input_noise_uv: float = SHORTED_NOISE_UV
 
 
 def build_sim_eeg(sim: EegSim, settings: Ads1299Settings) -> Ads1299:
@@ -62,7 +88,8 @@ def build_sim_eeg(sim: EegSim, settings: Ads1299Settings) -> Ads1299:
     names = tuple(settings.channels)
     chips = [
         Ads1299Emulator(crystal, wire, sim.scenario, seed=sim.seed, chip_index=i,
-                        t0_ns=sim.t0_ns, channels=names[8 * i: 8 * i + 8], chip_id=sim.chip_id)
+                        t0_ns=sim.t0_ns, channels=names[8 * i: 8 * i + 8], chip_id=sim.chip_id,
+                        source=sim.source, input_noise_uv=sim.input_noise_uv)
         for i in range(settings.n_chips)
     ]
     start = shared_start_line(*chips) if settings.n_chips > 1 else None
@@ -79,35 +106,48 @@ class SimBench:
     wire: Wire
     eeg: EegSim | None = None
     hub: HubEmulator | None = None
-    camera: SimCamera | None = None
+    camera: SimCamera | PlaybackCamera | None = None
     expected_markers: list[Marker] = field(default_factory=list)
+    replay: ReplayPlan | None = None
 
     @classmethod
     def from_config(cls, cfg: Any, duration_s: float = 0.0,
                     scenario: Scenario | None = None) -> SimBench:
         sim = cfg.sim
-        scenario = scenario or load_scenario(sim, duration_s)
-        t0 = monotonic_ns() + int(LEAD_IN_S * 1e9)
+        plan = plan_replay(cfg)
+        if plan is not None:  # longer: nothing of the recording should play before START
+            scenario = scenario or replay_scenario(sim, plan, duration_s)
+            lead_in_s = float(cfg.replay["lead_in_s"])
+        else:
+            scenario = scenario or load_scenario(sim, duration_s)
+            lead_in_s = LEAD_IN_S
+        t0 = monotonic_ns() + int(lead_in_s * 1e9)
         wire = Wire(shared=True)  # the EEG emulators sample it from their own process
-        bench = cls(scenario=scenario, t0_ns=t0, wire=wire)
+        bench = cls(scenario=scenario, t0_ns=t0, wire=wire, replay=plan)
         seed = int(sim["seed"])
+        play = plan or ReplayPlan()
         if cfg.eeg["enabled"]:
             bench.eeg = EegSim(scenario, t0, float(sim["eeg_drift_ppm"]), seed, wire.handles(),
-                               chip_id=int(sim["eeg_chip_id"]))
+                               chip_id=int(sim["eeg_chip_id"]), source=play.eeg,
+                               input_noise_uv=SHORTED_NOISE_UV if play.eeg is None else 0.0)
         if cfg.hub["enabled"]:
             crystal = Crystal(ppm=float(sim["hub_drift_ppm"]), origin_host_ns=t0,
                               origin_device_s=HUB_UPTIME_S)
             bench.hub = HubEmulator(scenario, crystal, wire, seed=seed,
-                                    fs_hz=int(cfg.hub["fs_hz"]), t0_ns=t0)
+                                    fs_hz=int(cfg.hub["fs_hz"]), t0_ns=t0, signal=play.hub)
         if cfg.camera["enabled"]:
-            crystal = Crystal(ppm=float(sim["camera_drift_ppm"]), origin_host_ns=t0,
-                              origin_device_s=CAMERA_UPTIME_S)
-            bench.camera = SimCamera(scenario, fps=float(cfg.camera["fps"]),
-                                     width=int(cfg.camera["width"]),
-                                     height=int(cfg.camera["height"]),
-                                     seed=seed, crystal=crystal, wire=wire, t0_ns=t0,
-                                     buffer_frames=buffers_for(float(cfg.camera["fps"]),
-                                                               float(cfg.camera["buffer_s"])))
+            fps, width, height = (float(cfg.camera["fps"]), int(cfg.camera["width"]),
+                                  int(cfg.camera["height"]))
+            buffers = buffers_for(fps, float(cfg.camera["buffer_s"]))
+            if play.camera is not None:
+                bench.camera = PlaybackCamera(play.camera, width=width, height=height, fps=fps,
+                                              t0_ns=t0, wire=wire, buffer_frames=buffers)
+            else:
+                crystal = Crystal(ppm=float(sim["camera_drift_ppm"]), origin_host_ns=t0,
+                                  origin_device_s=CAMERA_UPTIME_S)
+                bench.camera = SimCamera(scenario, fps=fps, width=width, height=height,
+                                         seed=seed, crystal=crystal, wire=wire, t0_ns=t0,
+                                         buffer_frames=buffers)
         bench.expected_markers = schedule_markers(wire, scenario.markers, t0)
         return bench
 
@@ -136,10 +176,29 @@ class SimBench:
         """The scenario's truth, anchored on the host clock: scenario t = 0 is ``t0_ns``."""
         doc = self.scenario.ground_truth()
         doc["t0_ns"] = self.t0_ns
+        if self.replay is not None:
+            doc["replay"] = self.replay.summary()
         doc["marker_edges"] = [{"code": m.code, "t_ns": m.t_ns} for m in self.expected_markers]
         Path(path).write_text(json.dumps(doc, indent=1))
+
+    def notes(self) -> dict[str, Any]:
+        """What the run summary should say about the bench: what it replayed, and what it
+        could not because the rig started after the replay began (raise lead_in_s)."""
+        if self.replay is None:
+            return {}
+        doc = self.replay.summary()
+        late: dict[str, Any] = {}
+        if self.replay.hub is not None and self.hub is not None and self.hub.start_row is not None:
+            skipped = max(self.hub.start_row - self.replay.hub.row0, 0)
+            late["hub_s"] = round(skipped / self.hub.fs_hz, 3)
+        if isinstance(self.camera, PlaybackCamera):
+            late["camera_frames"] = self.camera.not_played
+        doc["not_played_at_start"] = late
+        return {"replay": doc}
 
     def close(self) -> None:
         if self.hub is not None:
             self.hub.close()
+        if self.camera is not None and hasattr(self.camera, "close"):
+            self.camera.close()
         self.wire.close()
