@@ -74,12 +74,16 @@ def to_unit(values: np.ndarray, unit: str, target: str, what: str) -> tuple[np.n
     return values * factor, target
 
 
-def encoding_scale(values: np.ndarray, default: float) -> float:
-    """The hub's scale for a channel: ``default`` unless the signal would not fit the int32
-    counts with headroom; then the next power of ten that fits. Never clips."""
+def encoding_scale(values: np.ndarray, default: float, lsb: float | None = None) -> float:
+    """The hub's scale for a channel: ``default``, or a power of ten finer when the source
+    declares a resolution (``lsb``) it would blur (the counts then add at most a tenth of
+    a source step); coarser only when the signal would not fit int32 counts. Never clips."""
+    scale = default
+    while lsb is not None and lsb > 0 and scale > lsb / 10.0:
+        scale /= 10.0
     peak = float(np.max(np.abs(values))) if values.size else 0.0
-    if peak / default <= HEADROOM_COUNTS:
-        return default
+    if peak / scale <= HEADROOM_COUNTS:
+        return scale
     return float(10.0 ** math.ceil(math.log10(peak / HEADROOM_COUNTS)))
 
 
@@ -156,7 +160,9 @@ def hub_from_channels(chans: Sequence[SourceChannel], mapping: dict[str, str], f
         y = resample(values, src.fs_hz, fs_hz)
         near = nearest_rows(y.size, src.fs_hz, fs_hz, b - a)
         sat, gap = src.saturated[a:b][near], gaps[near]
-        scale = encoding_scale(y, default_scale)
+        lsb = None if src.lsb is None else float(
+            to_unit(np.array([src.lsb]), src.unit, unit, name)[0][0])
+        scale = encoding_scale(y, default_scale, lsb)
         cols.append(np.rint(y / scale).astype(np.int32))
         names.append(name)
         units.append(out_unit)

@@ -1,0 +1,333 @@
+"""Replay: recordings played through the rig's own seams, drivers and pipeline.
+
+What must hold: a file's channels reach the hub protocol mapped, resampled and encoded
+without clipping, with the source's saturation flagged; the hub and EEG playback survive
+the protocol and the chip round trip bit-exact (EEG within 1 LSB); a real recording
+replayed through ``mmme-edge run`` publishes the vitals the same streaming features give
+offline on the same samples; a rig recording replayed reproduces its streams.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge import config
+from edge.features import FeaturePipeline
+from hil.sim.ads1299 import Ads1299Emulator
+from hil.sim.crystal import Crystal
+from hil.sim.hub import HubEmulator
+from hil.sim.playback import ReplayError, parse_channel_map, plan_replay
+from hil.sim.playback.devices import EegPlayback, HubPlayback, hub_from_channels
+from hil.sim.playback.sources import read_channels, resample
+from hil.sim.scenario import Scenario
+from hil.sim.wire import Wire
+from sensors import hub_protocol as hp
+from sensors.ads1299 import Ads1299, Ads1299Settings
+from sensors.blocks import SampleBlock, StreamInfo
+from sensors.hub import Hub, HubSettings
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = REPO.parent / "shared" / "data" / "real" / "physionet"
+A103L = REAL / "a103l"
+CLI = [sys.executable, "-m", "edge.cli"]
+needs_real = pytest.mark.skipif(not (REAL / "a103l.hea").exists(),
+                                reason="../shared/data/real is not here")
+pytest.importorskip("wfdb")
+
+
+def _cfg(tmp_path: Path, **replay: object) -> config.RigConfig:
+    return config.load(config.example_path("sim")).with_replay(**replay)
+
+
+def _cli(args: list[str], timeout: float = 90) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=REPO)
+
+
+# ------------------------------------------------------------------ sources
+
+
+@needs_real
+def test_wfdb_channels_are_mapped_resampled_and_encoded_without_clipping():
+    chans = read_channels(A103L)
+    pb = hub_from_channels(chans, parse_channel_map("ppg=PLETH,ecg=II"), 1000.0, 10.0, 20.0,
+                           "a103l")
+    assert pb.channels == ("ECG", "PPG")  # the rig's order, whatever the map's
+    assert pb.units == ("mV", "NU")
+    assert pb.raw.shape == (19997, 2)  # 20 s at 250 Hz -> 1000 Hz
+    src = {c.name: c for c in chans}
+    ecg = src["II"].values[2500:7500]
+    assert pb.scale[0] <= 0.1 / 7247  # finer than the source's step: no added quantisation
+    decoded = pb.raw[:, 0] * pb.scale[0]
+    np.testing.assert_allclose(decoded, resample(ecg, 250.0, 1000.0)[: decoded.size],
+                               rtol=0, atol=0.5 * pb.scale[0] + 1e-12)  # never clipped
+    # every 4th output sample is a source sample: the anti-aliased resampling keeps them
+    # to within 0.1 % of the signal's range
+    assert np.max(np.abs(decoded[::4] - ecg[: decoded[::4].size])) < 1e-3 * np.ptp(ecg)
+    assert not (pb.status & hp.STATUS_SATURATED).any()
+    assert pb.report["channels"]["PPG"]["source"] == "PLETH"
+
+
+@needs_real
+def test_source_saturation_and_missing_samples_are_flagged():
+    chans = read_channels(REAL / "mixedsignals")
+    resp = next(c for c in chans if c.name == "Resp")
+    assert resp.saturated.sum() > 1000  # clips at both rails for seconds at a time
+    pb = hub_from_channels(chans, {"RSP": "Resp", "ECG": "II"}, 1000.0, 0.0, 0.0, "mixed")
+    sat = (pb.status & hp.STATUS_SATURATED) != 0
+    assert pb.report["channels"]["RSP"]["saturated_samples"] == int(sat.sum()) > 10_000
+    # ECG has WFDB "no sample" values: held, and flagged as lead-off, never sent as 0 mV
+    gaps = (pb.status & hp.STATUS_ECG_LEAD_OFF) != 0
+    assert pb.report["channels"]["ECG"]["missing_samples"] == int(gaps.sum()) > 0
+
+
+def test_a_signal_beyond_the_default_scale_gets_a_coarser_one_not_clipped(tmp_path):
+    t = np.arange(0, 2, 0.004)
+    big = 5e6 * np.sin(2 * np.pi * t)  # au far beyond 1e-4 x 2^31
+    path = tmp_path / "big.csv"
+    path.write_text("time_s,RSP (au)\n" + "\n".join(f"{a},{b}" for a, b in zip(t, big,
+                                                                                 strict=True)))
+    pb = hub_from_channels(read_channels(path), {}, 250.0, 0.0, 0.0, str(path))
+    assert pb.scale[0] > 1e-4
+    np.testing.assert_allclose(pb.raw[:, 0] * pb.scale[0], big[: pb.raw.shape[0]],
+                               atol=pb.scale[0])
+
+
+def test_bad_sources_get_one_line_errors(tmp_path):
+    no_time = tmp_path / "x.csv"
+    no_time.write_text("ECG,PPG\n1,2\n3,4\n5,6\n")
+    with pytest.raises(ReplayError, match="no time column"):
+        read_channels(no_time)
+    ok = tmp_path / "y.csv"
+    ok.write_text("time_s,ECG (NU),PPG\n0,1,2\n0.01,3,4\n0.02,5,6\n")
+    with pytest.raises(ReplayError, match="no channel 'PLETH' for PPG"):
+        hub_from_channels(read_channels(ok), {"PPG": "PLETH"}, 1000.0, 0, 0, "y")
+    with pytest.raises(ReplayError, match="unit 'NU' cannot be converted to mV"):
+        hub_from_channels(read_channels(ok), {}, 1000.0, 0, 0, "y")
+    with pytest.raises(ReplayError, match="RIG=SOURCE"):
+        parse_channel_map("ppg")
+    with pytest.raises(ReplayError, match="no such file"):
+        plan_replay(_cfg(tmp_path, hub=str(tmp_path / "missing.csv")))
+
+
+# ------------------------------------------------------------------ through the seams
+
+
+def test_hub_playback_is_bit_exact_through_protocol_and_driver_and_keeps_recorded_gaps():
+    rng = np.random.default_rng(1)
+    n = 3000
+    present = np.ones(n, bool)
+    present[1000:1040] = False  # the recording lost 40 samples here
+    status = np.zeros(n, np.uint16)
+    status[500:510] = hp.STATUS_SATURATED
+    pb = HubPlayback(("ECG", "PPG"), ("mV", "au"), (1e-4, 1e-4), (0.0, 0.0), 1000.0,
+                     rng.integers(-2**31, 2**31 - 1, (n, 2), dtype=np.int64).astype(np.int32),
+                     status, (rng.integers(0, 128, n) << 1).astype(np.uint8), present, row0=300)
+    wire = Wire()
+    t0 = time.monotonic_ns() + 200_000_000
+    crystal = Crystal(ppm=-60, origin_host_ns=t0, origin_device_s=7.0)
+    emu = HubEmulator(Scenario(10.0), crystal, wire, t0_ns=t0, signal=pb)
+    hub = Hub(HubSettings(port=emu.port))
+    try:
+        hub.open()
+        assert hub.info.channels == ("ECG", "PPG")
+        hub.start()
+        blocks: list[SampleBlock] = []
+        end = time.monotonic() + 6.0
+        while time.monotonic() < end and sum(map(len, blocks)) < int(present.sum()):
+            blocks += hub.poll(0.05)
+    finally:
+        hub.close()
+        emu.close()
+    raw = np.concatenate([b.raw for b in blocks])
+    seq = np.concatenate([b.index for b in blocks])
+    rows = seq - seq[0] + (emu.start_row - pb.row0)
+    assert emu.start_row == pb.row0  # the MCU waited for the recording's first row
+    np.testing.assert_array_equal(raw, pb.raw[rows])
+    assert present[rows].all() and rows.size == present.sum()  # every gap stays a gap
+    np.testing.assert_array_equal(np.concatenate([b.trigger for b in blocks]) & 0xFE,
+                                  pb.din[rows])
+    got_status = np.concatenate([b.status for b in blocks]).astype(np.uint16)
+    np.testing.assert_array_equal(got_status & hp.STATUS_SATURATED,
+                                  pb.status[rows] & hp.STATUS_SATURATED)
+    assert hub.counters.dropped == 40
+
+
+def test_eeg_playback_feeds_the_emulator_and_comes_back_within_one_lsb():
+    settings = Ads1299Settings(fs_hz=1000)
+    uv_per_count = settings.uv_per_count()[0]
+    rng = np.random.default_rng(2)
+    counts = rng.integers(-40_000, 40_000, (4000, 8))
+    names = ("Fp1", "Fp2", "C3", "C4", "P7", "P8", "O1", "O2")
+    pb = EegPlayback(names[::-1], 1000.0, counts[:, ::-1] * uv_per_count, start_s=0.0)
+    t0 = time.monotonic_ns()
+    emu = Ads1299Emulator(Crystal(ppm=40.0, origin_host_ns=t0), None, None, t0_ns=t0,
+                          channels=names, source=pb, input_noise_uv=0.0)
+    drv = Ads1299([emu], emu.drdy_line(), settings)
+    blocks: list[SampleBlock] = []
+    try:
+        drv.open()
+        drv.start()
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            blocks += drv.poll(0.05)
+    finally:
+        drv.close()
+    raw = np.concatenate([b.raw for b in blocks]).astype(np.int64)
+    t = np.concatenate([b.index for b in blocks])
+    # the emulator's first sample sits at its START instant after t0: find it by content
+    first = int(np.flatnonzero((counts == raw[0]).all(axis=1))[0])
+    want = counts[first + (t - t[0])]
+    assert raw.shape[0] > 500
+    assert np.max(np.abs(raw - want)) <= 1  # channels matched by name, not position
+
+
+# ------------------------------------------------------------------ the whole rig
+
+
+def _offline_hr(pb: HubPlayback, block: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """The rig's streaming features on the same samples, in the rig's block sizes:
+    (data time s, vitals hr_bpm) once per second of data."""
+    info = StreamInfo("hub", pb.fs_hz, pb.channels, pb.units, pb.scale, pb.offset, "us")
+    pipe = FeaturePipeline(None, info)
+    values = pb.raw * np.asarray(pb.scale)
+    ts, hrs = [], []
+    for i in range(0, pb.raw.shape[0], block):
+        k = np.arange(i, min(i + block, pb.raw.shape[0]))
+        t_ns = ((k + pb.row0) * 1e9 / pb.fs_hz).astype(np.int64)
+        pipe.update(SampleBlock("hub", k, k * 1000, t_ns, pb.raw[k], values[k],
+                                np.zeros(k.size, np.uint8), pb.status[k].astype(np.uint32)))
+        if (k[-1] + 1) % int(pb.fs_hz) == 0:
+            hr = pipe.summary()["hr_bpm"]
+            ts.append((k[-1] + 1 + pb.row0) / pb.fs_hz)
+            hrs.append(hr.value if hr.valid else np.nan)
+    return np.asarray(ts), np.asarray(hrs)
+
+
+def _reference_hr(path: Path, channel: str, start_s: float, span_s: float) -> float:
+    """NeuroKit2's median heart rate on the source samples (information, not the check)."""
+    import neurokit2 as nk
+
+    c = next(c for c in read_channels(path) if c.name == channel)
+    x = c.values[round(start_s * c.fs_hz): round((start_s + span_s) * c.fs_hz)]
+    if channel == "PLETH":
+        peaks = nk.ppg_peaks(nk.ppg_clean(x, sampling_rate=c.fs_hz), sampling_rate=c.fs_hz)
+        beats = peaks[1]["PPG_Peaks"]
+    else:
+        peaks = nk.ecg_peaks(nk.ecg_clean(x, sampling_rate=c.fs_hz), sampling_rate=c.fs_hz)
+        beats = peaks[1]["ECG_R_Peaks"]
+    return float(60.0 * c.fs_hz / np.median(np.diff(beats)))
+
+
+@needs_real
+def test_replay_of_a103l_publishes_the_vitals_the_features_give_offline(broker, tmp_path):
+    from hil.subscriber import Collector
+
+    start_s, span_s = 60.0, 16.0
+    cfg_path = tmp_path / "rig.toml"
+    sim = config.example_path("sim").read_text()
+    cfg_path.write_text(sim.replace("[mqtt]\nenabled = false", "[mqtt]\nenabled = true")
+                        .replace("port = 1883", f"port = {broker.port}")
+                        .replace('host = "localhost"', 'host = "127.0.0.1"')
+                        + "\n[replay]\nlead_in_s = 4.0\n")
+    vitals = Collector(broker.port, "mmme/v1/sim-01/vitals", client_id="replay-vitals").start()
+    try:
+        res = _cli(["run", "--config", str(cfg_path), "--replay", f"hub={A103L}",
+                    "--channel-map", "ppg=PLETH,ecg=II", "--replay-start", str(start_s),
+                    "--replay-span", str(span_s), "--record-dir", str(tmp_path / "rec"),
+                    "--ground-truth", str(tmp_path / "gt.json"), "--json", "--quiet"])
+        time.sleep(0.5)
+    finally:
+        vitals.stop()
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["replay"]["hub"]["channels"]["PPG"]["source"] == "PLETH"
+    assert summary["replay"]["not_played_at_start"]["hub_s"] == 0.0
+    assert summary["streams"]["hub"]["dropped"] == 0
+    t0_ns = json.loads((tmp_path / "gt.json").read_text())["t0_ns"]
+    pub = [(m.payload["t_ns"], m.payload["body"]["hr_bpm"]) for m in vitals.messages
+           if m.payload and m.payload.get("body", {}).get("hr_bpm") is not None]
+    assert len(pub) >= 5, f"only {len(pub)} vitals with a heart rate"
+    plan = plan_replay(_cfg(tmp_path, hub=str(A103L), channel_map={"PPG": "PLETH", "ECG": "II"},
+                            start_s=start_s, span_s=span_s))
+    off_t, off_hr = _offline_hr(plan.hub)
+    for t_ns, hr in pub:
+        t = (t_ns - t0_ns) / 1e9  # data time of the newest sample at publication, about
+        near = off_hr[(off_t >= t - 2.0) & (off_t <= t + 0.5)]
+        near = near[np.isfinite(near)]
+        assert near.size and near.min() - 0.5 <= hr <= near.max() + 0.5, (t, hr, near)
+    nk_ecg = _reference_hr(A103L, "II", start_s, span_s)
+    nk_ppg = _reference_hr(A103L, "PLETH", start_s, span_s)
+    median = float(np.median([hr for _, hr in pub]))
+    print(f"\nREPLAY a103l {start_s:g}-{start_s + span_s:g} s: published hr median "
+          f"{median:.1f} bpm ({len(pub)} vitals); NeuroKit2 ECG {nk_ecg:.1f}, PPG {nk_ppg:.1f}")
+
+
+def _dense(stream: object) -> tuple[np.ndarray, np.ndarray]:
+    """(counts on the sample counter, int64; which samples arrived)."""
+    idx = stream.index - stream.index[0]
+    out = np.zeros((int(idx[-1]) + 1, stream.raw.shape[1]), np.int64)
+    out[idx] = stream.raw
+    have = np.zeros(out.shape[0], bool)
+    have[idx] = True
+    return out, have
+
+
+def test_replay_of_a_sim_recording_reproduces_its_streams(tmp_path):
+    from edge.recording.format import iter_frames, open_recording
+
+    first = _cli(["run", "--sim", "--duration", "5", "--record-dir", str(tmp_path / "a"),
+                  "--json", "--quiet"])
+    assert first.returncode == 0, first.stderr[-2000:]
+    src = json.loads(first.stdout.strip().splitlines()[-1])["recording"]
+    cfg_path = tmp_path / "rig.toml"
+    cfg_path.write_text(config.example_path("sim").read_text() + "\n[replay]\nlead_in_s = 4.0\n")
+    second = _cli(["run", "--config", str(cfg_path), "--replay", src,
+                   "--record-dir", str(tmp_path / "b"), "--json", "--quiet"])
+    assert second.returncode == 0, second.stderr[-2000:]
+    out = json.loads(second.stdout.strip().splitlines()[-1])
+    assert out["replay"]["not_replayed"] == []
+    a, b = open_recording(src, frames=False), open_recording(out["recording"], frames=False)
+
+    def overlap(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of y found in x in order (y starts somewhere inside x)."""
+        hits = np.flatnonzero((x == y[0]).all(axis=1))
+        assert hits.size, "the replay's first sample is not in the source"
+        k = int(hits[0])
+        m = min(x.shape[0] - k, y.shape[0])
+        return x[k: k + m], y[:m]
+
+    hub_a, hub_b = a.streams["hub"], b.streams["hub"]
+    xa, xb = overlap(hub_a.raw, hub_b.raw)
+    assert xb.shape[0] > 0.9 * hub_a.raw.shape[0]
+    np.testing.assert_array_equal(xa, xb)  # bit-exact after the protocol round trip
+    assert hub_b.info.channels == hub_a.info.channels
+    # EEG, on each run's sample counter (both runs may lose a few samples, counted;
+    # a sample the first run lost plays as 0 uV): located by the nearest match, then
+    # within 1 LSB wherever both runs have the sample.
+    ea, pa = _dense(a.streams["eeg"])
+    eb, pb_ = _dense(b.streams["eeg"])
+    probe = np.flatnonzero(pb_[:-50])[200]
+    assert pb_[probe: probe + 50].all()
+    k = int(np.argmin([np.abs(ea[i: i + 50] - eb[probe: probe + 50]).max()
+                       for i in range(ea.shape[0] - 50)])) - probe
+    assert k >= 0
+    m = min(ea.shape[0] - k, eb.shape[0])
+    assert m > 0.8 * ea.shape[0]
+    both = pa[k: k + m] & pb_[:m]
+    assert both.sum() > 0.9 * m
+    assert np.max(np.abs(ea[k: k + m] - eb[:m])[both]) <= 1
+    fa = {f.seq: f.luma for f in iter_frames(src)}
+    fb = list(iter_frames(out["recording"]))
+    assert len(fb) > 0.9 * len(fa)
+    for f in fb:
+        np.testing.assert_array_equal(f.luma, fa[f.seq])  # frames bit-exact, same counter
