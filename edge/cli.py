@@ -58,7 +58,7 @@ def _replay_duration(cfg: config.RigConfig, duration_s: float, quiet: bool) -> f
         return duration_s
     if not quiet:
         print(f"replay: {json.dumps(plan.summary())}", file=sys.stderr)
-    return duration_s if duration_s > 0 else plan.span_s + float(cfg.replay["lead_in_s"]) + 1.5
+    return duration_s if duration_s > 0 else plan.run_s
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -126,7 +126,6 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "channel_map": Key(dict, {}),  # hub channel = source channel, e.g. {ppg = "PLETH"}
         "start_s": Key(float, 0.0, lo=0.0),  # play from this far into the source
         "span_s": Key(float, 0.0, lo=0.0),  # this long (0: to the end)
-        "lead_in_s": Key(float, 5.0, lo=0.5, hi=60.0),  # the rig starts before it begins
     },
 }
 OPTIONAL_SECTIONS = {"features", "mqtt", "sim", "eeg", "hub", "camera", "replay"}

@@ -86,6 +86,8 @@ class Rig:
                 **{k: v for k, v in c.extra.items() if v}}
 
     def start(self) -> None:
+        if self.bench is not None:  # the bench sets its time line (a replay starts now)
+            self.bench.start()
         if self.pulser is not None:
             self.pulser.start()
         for d in self.sample_drivers().values():

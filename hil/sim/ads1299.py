@@ -52,7 +52,7 @@ import numpy as np
 from hil.sim.crystal import Crystal
 from hil.sim.eeg_model import EegModel
 from hil.sim.scenario import Scenario
-from hil.sim.wire import SYNC, Wire
+from hil.sim.wire import EPOCH, SYNC, Wire
 from sensors.blocks import Edge, monotonic_ns
 
 DEFAULT_REGS = bytes(
@@ -397,11 +397,21 @@ class Ads1299Emulator:
             model=self._source(self.channels, fs, seed, self.scenario),
             noise=np.random.default_rng([seed, 7]),
         )
-        # Scenario time 0: t0_ns if given, else the START instant.
+        # Scenario time 0: the bench's epoch or t0_ns if given, else the START instant.
         start_ns = int(self._instants(run, np.array([-1]))[0])
-        run.t0_ns = self.t0_ns if self.t0_ns is not None else start_ns
+        t0 = self._scenario_t0()
+        run.t0_ns = t0 if t0 is not None else start_ns
         run.loff_k, run.loff_p, run.loff_n = [0], [self._disc_p], [self._disc_n]
         self._run = run
+
+    def _scenario_t0(self) -> int | None:
+        """Host ns of scenario t = 0: the epoch on the wire when the bench set it as the rig
+        started (a replay begins then, however long the rig took to open), else t0_ns."""
+        if self.wire is not None and EPOCH in self.wire.nets:
+            epoch = self.wire[EPOCH].value_one(monotonic_ns())
+            if epoch:
+                return int(epoch)
+        return self.t0_ns
 
     def _end_run(self, now: int) -> None:
         if self._run is None:

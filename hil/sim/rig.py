@@ -34,9 +34,18 @@ from hil.sim.camera import SimCamera
 from hil.sim.crystal import Crystal
 from hil.sim.hub import HubEmulator
 from hil.sim.marker_source import schedule_markers
-from hil.sim.playback import PlaybackCamera, ReplayPlan, plan_replay
+from hil.sim.playback import REPLAY_START_S, PlaybackCamera, ReplayPlan, plan_replay
 from hil.sim.scenario import Scenario, generate
-from hil.sim.wire import MARKER, MARKER_STROBE, SYNC, SimEdgeInput, SimInputBus, SimOutputLine, Wire
+from hil.sim.wire import (
+    EPOCH,
+    MARKER,
+    MARKER_STROBE,
+    SYNC,
+    SimEdgeInput,
+    SimInputBus,
+    SimOutputLine,
+    Wire,
+)
 from sensors.ads1299 import Ads1299, Ads1299Settings
 from sensors.blocks import Marker, monotonic_ns
 from sensors.camera import buffers_for
@@ -115,13 +124,11 @@ class SimBench:
                     scenario: Scenario | None = None) -> SimBench:
         sim = cfg.sim
         plan = plan_replay(cfg)
-        if plan is not None:  # longer: nothing of the recording should play before START
+        if plan is not None:  # t0 is set again by start(), when the rig starts
             scenario = scenario or replay_scenario(sim, plan, duration_s)
-            lead_in_s = float(cfg.replay["lead_in_s"])
         else:
             scenario = scenario or load_scenario(sim, duration_s)
-            lead_in_s = LEAD_IN_S
-        t0 = monotonic_ns() + int(lead_in_s * 1e9)
+        t0 = monotonic_ns() + int(LEAD_IN_S * 1e9)
         wire = Wire(shared=True)  # the EEG emulators sample it from their own process
         bench = cls(scenario=scenario, t0_ns=t0, wire=wire, replay=plan)
         seed = int(sim["seed"])
@@ -148,8 +155,23 @@ class SimBench:
                 bench.camera = SimCamera(scenario, fps=fps, width=width, height=height,
                                          seed=seed, crystal=crystal, wire=wire, t0_ns=t0,
                                          buffer_frames=buffers)
-        bench.expected_markers = schedule_markers(wire, scenario.markers, t0)
+        if plan is None:  # a replay's markers go on the wire when its time line is set
+            bench.expected_markers = schedule_markers(wire, scenario.markers, t0)
         return bench
+
+    def start(self) -> None:
+        """The rig is about to start its devices. A replay's time line begins now (plus
+        REPLAY_START_S), however long the rig took to open: nothing of it is lost. The
+        simulated devices beside it follow the same t0, so the scenario stays one."""
+        if self.replay is None:
+            return
+        t0 = monotonic_ns() + int(REPLAY_START_S * 1e9)
+        self.t0_ns = t0
+        self.wire[EPOCH].drive(monotonic_ns(), t0)  # the EEG process reads it at START
+        for dev in (self.hub, self.camera):
+            if dev is not None:
+                dev.t0_ns = t0
+        self.expected_markers = schedule_markers(self.wire, self.scenario.markers, t0)
 
     # -- the seams, as edge.rig asks for them ----------------------------------------
     def eeg_factory(self, settings: Ads1299Settings) -> Callable[[], Ads1299]:
@@ -183,7 +205,7 @@ class SimBench:
 
     def notes(self) -> dict[str, Any]:
         """What the run summary should say about the bench: what it replayed, and what it
-        could not because the rig started after the replay began (raise lead_in_s)."""
+        could not (what was due before the devices started: none unless one was slow)."""
         if self.replay is None:
             return {}
         doc = self.replay.summary()

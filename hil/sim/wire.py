@@ -21,6 +21,9 @@ from sensors.blocks import Edge, monotonic_ns
 SYNC = "sync"
 MARKER = "marker"
 MARKER_STROBE = "marker_strobe"
+# Not a wire of the rig: the bench's scenario t = 0 in host ns, when it is set only as the
+# rig starts (a replay); emulators in the EEG process read it from here.
+EPOCH = "epoch"
 
 
 class Net:
@@ -158,7 +161,8 @@ class Wire:
 
     def __init__(self, shared: bool = False, nets: dict[str, Net] | None = None) -> None:
         make = Net.shared if shared else Net
-        self.nets: dict[str, Net] = nets or {n: make(n) for n in (SYNC, MARKER, MARKER_STROBE)}
+        self.nets: dict[str, Net] = nets or {n: make(n) for n in (SYNC, MARKER, MARKER_STROBE,
+                                                                  EPOCH)}
         self._owner = shared and nets is None
 
     def __getitem__(self, name: str) -> Net:

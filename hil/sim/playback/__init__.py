@@ -35,10 +35,12 @@ from hil.sim.playback.sources import ReplayError, read_channels, source_kind
 from hil.sim.scenario import MarkerEvent
 
 STREAMS = ("hub", "eeg", "camera")
+REPLAY_START_S = 0.3  # a replay's t = 0 this long after the rig starts (drivers send START)
+REPLAY_TAIL_S = 1.5  # the run goes on this long after the replay ends (last results out)
 INSTANT_WINDOW_S = 10.0  # a stream's first sample instant is estimated over this span
 
-__all__ = ["STREAMS", "PlaybackCamera", "ReplayError", "ReplayPlan", "parse_channel_map",
-           "parse_replay_args", "plan_replay"]
+__all__ = ["REPLAY_START_S", "STREAMS", "PlaybackCamera", "ReplayError", "ReplayPlan",
+           "parse_channel_map", "parse_replay_args", "plan_replay"]
 
 
 @dataclass
@@ -56,6 +58,11 @@ class ReplayPlan:
         spans = [d.span_s for d in (self.hub, self.eeg, self.camera) if d is not None]
         spans += [m.t_s for m in self.markers or ()]
         return max(spans, default=0.0)
+
+    @property
+    def run_s(self) -> float:
+        """How long a run must last to play all of it, from the moment the rig starts."""
+        return REPLAY_START_S + self.span_s + REPLAY_TAIL_S
 
     def summary(self) -> dict[str, Any]:
         return {"span_s": round(self.span_s, 3), **self.report}

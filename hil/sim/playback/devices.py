@@ -386,8 +386,8 @@ class PlaybackCamera:
 
     def _decode(self) -> None:
         try:
-            for f in self._frames():
-                frame = Frame(seq=f.seq, t_ns=self.t0_ns + (f.t_ns - self.spec.origin_ns),
+            for f in self._frames():  # t_ns stays on the recording's time line here
+                frame = Frame(seq=f.seq, t_ns=f.t_ns - self.spec.origin_ns,
                               luma=convert_luma(f.luma, self.width, self.height))
                 with self._cond:
                     while len(self._ahead) >= self._prefetch and not self._halt.is_set():
@@ -409,7 +409,7 @@ class PlaybackCamera:
 
     def start(self) -> None:
         """Capture from now on: frames whose exposure began before now are not played."""
-        now = monotonic_ns()
+        now = monotonic_ns() - self.t0_ns
         with self._cond:
             while True:
                 while self._ahead and self._ahead[0].t_ns < now:
@@ -437,7 +437,7 @@ class PlaybackCamera:
         deadline = time.monotonic() + max(timeout_s, 0.0)
         while self._running:
             with self._cond:
-                now = monotonic_ns()
+                now = monotonic_ns() - self.t0_ns  # on the replay's time line
                 ready = 0
                 for f in self._ahead:  # frames whose readout has ended by now
                     if f.t_ns + self._period_ns > now:
@@ -452,9 +452,11 @@ class PlaybackCamera:
                     f = self._ahead.popleft()
                     self._cond.notify_all()
                     self.counters.samples += 1
-                    trig = int(self.wire[SYNC].value_at(f.t_ns)) if self.wire is not None else 0
-                    return Frame(seq=f.seq, t_ns=f.t_ns, luma=f.luma, trigger=trig)
-                due = (self._ahead[0].t_ns + self._period_ns) if self._ahead else None
+                    t_ns = self.t0_ns + f.t_ns
+                    trig = int(self.wire[SYNC].value_at(t_ns)) if self.wire is not None else 0
+                    return Frame(seq=f.seq, t_ns=t_ns, luma=f.luma, trigger=trig)
+                due = (self.t0_ns + self._ahead[0].t_ns + self._period_ns
+                       if self._ahead else None)
                 if due is None and self._done:
                     due = -1
             remaining = deadline - time.monotonic()
