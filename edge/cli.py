@@ -111,7 +111,6 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     try:
         cfg = _load_config(args)
-        duration = args.duration
         if args.command == "run":
             duration = _replay_duration(cfg, args.duration, args.quiet)
     except config.ConfigError as exc:

@@ -335,3 +335,12 @@ def assert_reproduces(src: str, replayed: str, summary: dict) -> None:
     assert len(fb) + lost == len(fa)  # every source frame replayed or counted lost
     for f in fb:
         np.testing.assert_array_equal(f.luma, fa[f.seq])  # frames bit-exact, same counter
+
+
+def test_a_replay_that_does_not_fit_is_one_line_and_exit_status_2(tmp_path):
+    missing = _cli(["run", "--replay", f"hub={tmp_path / 'none.csv'}", "--duration", "1"])
+    assert missing.returncode == 2
+    assert missing.stderr.strip().endswith("none.csv: no such file")
+    assert len(missing.stderr.strip().splitlines()) == 1
+    bad_map = _cli(["run", "--replay", f"hub={A103L}", "--channel-map", "ppg"])
+    assert bad_map.returncode == 2 and "RIG=SOURCE" in bad_map.stderr
