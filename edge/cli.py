@@ -41,7 +41,11 @@ def _load_config(args: argparse.Namespace) -> config.RigConfig:
         for key, value in (("start_s", args.replay_start), ("span_s", args.replay_span)):
             if value is not None:
                 extra[key] = float(value)
-        return cfg.with_replay(**extra)
+        cfg = cfg.with_replay(**extra)
+        if not any(cfg.replay[k] for k in ("recording", "hub", "eeg", "camera")):
+            raise config.ConfigError("replay: --channel-map needs something to replay "
+                                     "(--replay REC or --replay hub=PATH)")
+        return cfg
     return cfg.with_all_simulated() if args.sim else cfg
 
 

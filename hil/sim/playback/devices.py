@@ -24,7 +24,6 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -471,8 +470,3 @@ class PlaybackCamera:
                 time.sleep(min(remaining, max((due - monotonic_ns()) / 1e9, 0.0) + 50e-6))
         return None
 
-
-def frames_in(path: str | Path) -> Iterator[Frame]:  # for tests: the recorded frames
-    from edge.recording.format import iter_frames
-
-    return iter_frames(path)
