@@ -52,7 +52,7 @@ import numpy as np
 from hil.sim.crystal import Crystal
 from hil.sim.eeg_model import EegModel
 from hil.sim.scenario import Scenario
-from hil.sim.wire import EPOCH, SYNC, Wire
+from hil.sim.wire import SYNC, Wire
 from sensors.blocks import Edge, monotonic_ns
 
 DEFAULT_REGS = bytes(
@@ -407,11 +407,7 @@ class Ads1299Emulator:
     def _scenario_t0(self) -> int | None:
         """Host ns of scenario t = 0: the epoch on the wire when the bench set it as the rig
         started (a replay begins then, however long the rig took to open), else t0_ns."""
-        if self.wire is not None and EPOCH in self.wire.nets:
-            epoch = self.wire[EPOCH].value_one(monotonic_ns())
-            if epoch:
-                return int(epoch)
-        return self.t0_ns
+        return self.t0_ns if self.wire is None else self.wire.epoch_ns(self.t0_ns)
 
     def _end_run(self, now: int) -> None:
         if self._run is None:

@@ -168,6 +168,13 @@ class Wire:
     def __getitem__(self, name: str) -> Net:
         return self.nets[name]
 
+    def epoch_ns(self, default: int | None) -> int | None:
+        """The scenario's t = 0 in host ns as the bench set it when the rig started (a
+        replay's time line), else ``default``: what every emulator should take as t0."""
+        net = self.nets.get(EPOCH)
+        epoch = net.value_one(monotonic_ns()) if net is not None else 0
+        return int(epoch) if epoch else default
+
     def handles(self) -> dict[str, tuple[str, int, int, str]]:
         return {name: net.handle() for name, net in self.nets.items()}
 
