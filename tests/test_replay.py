@@ -344,3 +344,23 @@ def test_a_replay_that_does_not_fit_is_one_line_and_exit_status_2(tmp_path):
     assert len(missing.stderr.strip().splitlines()) == 1
     bad_map = _cli(["run", "--replay", f"hub={A103L}", "--channel-map", "ppg"])
     assert bad_map.returncode == 2 and "RIG=SOURCE" in bad_map.stderr
+
+
+def test_a_recorded_hub_stream_keeps_its_counts_and_gaps_and_can_be_renamed():
+    from edge.recording.format import StreamData
+    from hil.sim.playback.devices import hub_from_stream
+
+    n = 2000
+    index = np.delete(np.arange(n), np.arange(700, 750))  # the recording lost 50 samples
+    raw = np.random.default_rng(3).integers(-10**6, 10**6, (index.size, 3)).astype(np.int32)
+    info = StreamInfo("hub", 1000.0, ("PPG", "SKT A", "STP"), ("au", "degC", "code"),
+                      (1e-4, 1e-4, 1.0), (0.0, 0.0, 0.0), "us")
+    stream = StreamData(info, index, index * 1000, index * 10**6, raw,
+                        np.full(index.size, 0x05, np.uint8), np.zeros(index.size, np.uint32))
+    pb = hub_from_stream(stream, 1000.0, 0, "rec", {"skt": "skt a"})
+    assert pb.channels == ("PPG", "SKT", "STP")
+    np.testing.assert_array_equal(pb.raw[index], raw)  # counts as recorded
+    assert (~pb.present).sum() == 50 and not pb.present[700:750].any()
+    assert (pb.din[index] == 0x04).all()  # DIN bits kept; bit 0 (sync) is the live line's
+    slow = hub_from_stream(stream, 500.0, 0, "rec")  # another rate: resampled, not dropped
+    assert slow.raw.shape[0] == 1000 and slow.fs_hz == 500.0

@@ -128,7 +128,7 @@ def _plan(r: dict[str, Any], hub_fs: float, enabled: dict[str, bool]) -> ReplayP
         kind = source_kind(p)
         if kind == "mcap":
             rec = recordings.get(path) or recordings.setdefault(path, _Rec(p, start_s, span_s))
-            rec.play(stream, plan, hub_fs, mapping if r[stream] else {})
+            rec.play(stream, plan, hub_fs, mapping)
         elif stream == "hub":
             plan.hub = hub_from_channels(read_channels(p), mapping, hub_fs, start_s, span_s,
                                          str(p))

@@ -189,27 +189,35 @@ def hub_from_stream(stream: Any, fs_hz: float, row0: int, source: str,
 
     At the recorded rate the counts, status and DIN bits go out as recorded, and samples
     the recording lost stay lost (the same gaps in the sequence numbers); at another rate
-    the values are resampled like a file's.
+    the values are resampled like a file's. ``mapping`` (rig name -> recorded name)
+    renames channels, e.g. {"SKT": "SKT A"}; the others keep their recorded names.
     """
     info = stream.info
-    if mapping:
-        keep = [info.channels.index(m) if m in info.channels else -1 for m in mapping.values()]
-        if -1 in keep:
-            raise ReplayError(f"{source}: hub channels are {', '.join(info.channels)}")
-    else:
-        keep = list(range(len(info.channels)))
-    names = tuple(list(mapping)[i].upper() for i in range(len(keep))) if mapping else \
-        tuple(info.channels)
+    lower = [c.lower() for c in info.channels]
+    renamed = {}
+    for rig, rec in (mapping or {}).items():
+        if rec.lower() not in lower:
+            raise ReplayError(f"{source}: no hub channel {rec!r} for {rig} "
+                              f"(channels: {', '.join(info.channels)})")
+        renamed[lower.index(rec.lower())] = rig.upper() if rig.upper() in HUB_CHANNELS else rig
+    keep = list(range(len(info.channels)))
+    names = tuple(renamed.get(j, info.channels[j]) for j in keep)
+    if len(keep) > hp.MAX_CHANNELS:
+        raise ReplayError(f"{source}: {len(keep)} hub channels; the protocol carries "
+                          f"{hp.MAX_CHANNELS}")
     if len(stream) < 2:
         raise ReplayError(f"{source}: the hub stream has no samples")
-    if abs(info.fs_hz - fs_hz) > 1e-9:
-        values = stream.values
-        chans = [SourceChannel(info.channels[j], info.units[j], info.fs_hz, values[:, j],
-                               (stream.status & hp.STATUS_SATURATED) != 0) for j in keep]
-        return hub_from_channels(chans, dict(zip(names, (c.name for c in chans), strict=True)),
-                                 fs_hz, 0.0, 0.0, source, row0=row0)
     idx = stream.index - stream.index[0]
     n = int(idx[-1]) + 1
+    if abs(info.fs_hz - fs_hz) > 1e-9:  # on the recorded sample grid, gaps as "no value"
+        values = np.full((n, len(keep)), np.nan)
+        values[idx] = stream.values
+        sat = np.zeros(n, dtype=bool)
+        sat[idx] = (stream.status & hp.STATUS_SATURATED) != 0
+        chans = [SourceChannel(info.channels[j], info.units[j], info.fs_hz, values[:, j], sat)
+                 for j in keep]
+        return hub_from_channels(chans, dict(zip(names, (c.name for c in chans), strict=True)),
+                                 fs_hz, 0.0, 0.0, source, row0=row0)
     raw = np.zeros((n, len(keep)), dtype=np.int32)
     raw[idx] = stream.raw[:, keep]
     status = np.zeros(n, dtype=np.uint16)
@@ -286,7 +294,8 @@ def eeg_from_stream(stream: Any, start_s: float, source: str) -> EegPlayback:
     idx = stream.index - stream.index[0]
     uv = np.zeros((int(idx[-1]) + 1, len(info.channels)))
     uv[idx] = stream.values  # a lost sample plays as 0 uV, as the emulator's held frame would
-    uv, _ = to_unit(uv, info.units[0] if info.units else "", "uV", f"{source}: eeg")
+    # per channel into uV; a channel in another unit (a trigger code) is kept as it is
+    uv *= np.array([_TO_UNIT["uV"].get(u.strip().lower(), 1.0) for u in info.units])
     return EegPlayback(tuple(info.channels), float(info.fs_hz), uv, start_s,
                        {"source": source, "channels": list(info.channels),
                         "samples": len(stream), "recorded_gaps": int(idx[-1] + 1 - len(stream))})
