@@ -200,6 +200,8 @@ class SimBench:
         doc["t0_ns"] = self.t0_ns
         if self.replay is not None:
             doc["replay"] = self.replay.summary()
+            if self.replay.truth is not None:  # the recording's coded intervals, to score
+                doc["expressions"] = self.replay.truth
         doc["marker_edges"] = [{"code": m.code, "t_ns": m.t_ns} for m in self.expected_markers]
         Path(path).write_text(json.dumps(doc, indent=1))
 

@@ -51,6 +51,10 @@ class ReplayPlan:
     eeg: EegPlayback | None = None
     camera: CameraPlayback | None = None
     markers: tuple[MarkerEvent, ...] | None = None  # None: the recording has no marker stream
+    # The recording's coded intervals (events of kind "ground_truth", as import-mmme writes
+    # them) on the replay's time line, in the layout of Scenario.ground_truth()'s expressions:
+    # what hil.e2e scores a replay's events/me and events/emotion against. None: no truth.
+    truth: list[dict[str, Any]] | None = None
     report: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -139,6 +143,7 @@ def _plan(r: dict[str, Any], hub_fs: float, enabled: dict[str, bool]) -> ReplayP
     if r["recording"]:
         rec = recordings.get(r["recording"]) or _Rec(Path(r["recording"]), start_s, span_s)
         plan.markers = rec.markers()
+        plan.truth = rec.truth()
         plan.report["recording"] = str(rec.path)
         plan.report["not_replayed"] = rec.not_played(wanted)
     for name in STREAMS:
@@ -219,6 +224,26 @@ class _Rec:
             if t >= 0 and (self.stop_ns is None or m.t_ns < self.stop_ns):
                 out.append(MarkerEvent(round(t / 1e9, 6), int(m.code)))
         return tuple(out)
+
+    def truth(self) -> list[dict[str, Any]] | None:
+        coded = [e.get("payload") or {} for e in self.rec.events
+                 if e.get("kind") == "ground_truth"]
+        if not coded:
+            return None
+        out = []
+        for g in coded:
+            try:
+                on, off = int(g["onset_ns"]), int(g["offset_ns"])
+                apex = int(g.get("apex_ns") or on)
+            except (KeyError, TypeError, ValueError):
+                continue  # an interval the import could not place
+            if on < self.origin_ns or (self.stop_ns is not None and off > self.stop_ns):
+                continue
+            out.append({**{k: v for k, v in g.items() if not k.endswith("_ns")},
+                        "onset_s": (on - self.origin_ns) / 1e9,
+                        "apex_s": (apex - self.origin_ns) / 1e9,
+                        "offset_s": (off - self.origin_ns) / 1e9})
+        return out
 
     def not_played(self, wanted: dict[str, str]) -> list[str]:
         have = [*self.rec.streams, *(["camera"] if self.rec.frame_t_ns.size else [])]
