@@ -364,3 +364,27 @@ def test_a_recorded_hub_stream_keeps_its_counts_and_gaps_and_can_be_renamed():
     assert (pb.din[index] == 0x04).all()  # DIN bits kept; bit 0 (sync) is the live line's
     slow = hub_from_stream(stream, 500.0, 0, "rec")  # another rate: resampled, not dropped
     assert slow.raw.shape[0] == 1000 and slow.fs_hz == 500.0
+
+
+def test_a_recordings_markers_and_coded_intervals_land_on_the_replay_time_line(tmp_path):
+    from edge.recording.recorder import Recorder
+    from sensors.blocks import Marker
+
+    info = StreamInfo("hub", 1000.0, ("ECG",), ("mV",), (1e-4,), (0.0,), "us")
+    rec = Recorder(tmp_path / "r.mcap", [info])
+    t0 = 10**12  # the recording's first sample instant (its host clock)
+    k = np.arange(3000)
+    rec.write_block(SampleBlock("hub", k, k * 1000, t0 + k * 10**6, (k % 97)[:, None]
+                                .astype(np.int32), (k % 97)[:, None] * 1e-4,
+                                np.zeros(k.size, np.uint8), np.zeros(k.size, np.uint32)))
+    rec.write_marker(Marker(101, t0 + 1_001_000_000))  # strobe 1 ms after the code
+    rec.write_event("ground_truth", {"onset_ns": t0 + 1_500_000_000, "apex_ns": t0 + 1_600_000_000,
+                                     "offset_ns": t0 + 1_800_000_000, "emotion": "happy",
+                                     "composite": "positive", "kind": "micro"}, t0 + 1_500_000_000)
+    rec.close()
+    plan = plan_replay(_cfg(tmp_path, recording=str(tmp_path / "r.mcap")))
+    assert [(m.t_s, m.code) for m in plan.markers] == [(1.0, 101)]
+    (g,) = plan.truth
+    assert (g["onset_s"], g["apex_s"], g["offset_s"]) == (1.5, 1.6, 1.8)
+    assert g["kind"] == "micro" and g["composite"] == "positive"  # what hil.e2e scores
+    assert plan.hub.rows() == (0, 3000) and plan.span_s == 3.0

@@ -123,16 +123,22 @@ def _plan(r: dict[str, Any], hub_fs: float, enabled: dict[str, bool]) -> ReplayP
     start_s, span_s = float(r["start_s"]), float(r["span_s"])
     mapping = {k.upper(): str(v) for k, v in dict(r["channel_map"]).items()}
     plan = ReplayPlan()
-    wanted = {s: r[s] or r["recording"] for s in STREAMS if enabled[s] and (r[s] or r["recording"])}
     recordings: dict[str, _Rec] = {}
+
+    def opened(path: str) -> _Rec:
+        if path not in recordings:
+            _exists(path)
+            recordings[path] = _Rec(Path(path), start_s, span_s)
+        return recordings[path]
+
+    # A named stream plays from its own source; the recording plays every stream it has.
+    has = opened(r["recording"]).streams() if r["recording"] else []
+    wanted = {s: r[s] or r["recording"] for s in STREAMS
+              if enabled[s] and (r[s] or s in has)}
     for stream, path in wanted.items():
-        p = Path(path)
-        if not (p.exists() or p.with_suffix(".hea").exists() or Path(path + ".hea").exists()):
-            raise ReplayError(f"{path}: no such file")
-        kind = source_kind(p)
-        if kind == "mcap":
-            rec = recordings.get(path) or recordings.setdefault(path, _Rec(p, start_s, span_s))
-            rec.play(stream, plan, hub_fs, mapping)
+        p = _exists(path)
+        if source_kind(p) == "mcap":
+            opened(path).play(stream, plan, hub_fs, mapping)
         elif stream == "hub":
             plan.hub = hub_from_channels(read_channels(p), mapping, hub_fs, start_s, span_s,
                                          str(p))
@@ -141,16 +147,24 @@ def _plan(r: dict[str, Any], hub_fs: float, enabled: dict[str, bool]) -> ReplayP
         else:
             raise ReplayError(f"{path}: camera frames replay from a rig recording (.mcap)")
     if r["recording"]:
-        rec = recordings.get(r["recording"]) or _Rec(Path(r["recording"]), start_s, span_s)
+        rec = opened(r["recording"])
         plan.markers = rec.markers()
         plan.truth = rec.truth()
         plan.report["recording"] = str(rec.path)
-        plan.report["not_replayed"] = rec.not_played(wanted)
+        plan.report["not_replayed"] = [x for x in has if x not in wanted]
+    plan.report["simulated"] = [x for x in STREAMS if enabled[x] and x not in wanted]
     for name in STREAMS:
         dev = getattr(plan, name)
         if dev is not None:
             plan.report[name] = dev.report
     return plan
+
+
+def _exists(path: str) -> Path:
+    p = Path(path)
+    if not (p.exists() or p.with_suffix(".hea").exists() or Path(path + ".hea").exists()):
+        raise ReplayError(f"{path}: no such file")
+    return p
 
 
 class _Rec:
@@ -245,6 +259,7 @@ class _Rec:
                         "offset_s": (off - self.origin_ns) / 1e9})
         return out
 
-    def not_played(self, wanted: dict[str, str]) -> list[str]:
-        have = [*self.rec.streams, *(["camera"] if self.rec.frame_t_ns.size else [])]
-        return [s for s in have if s not in wanted]
+    def streams(self) -> list[str]:
+        """What the recording has to play: its sample streams, and camera if it has frames."""
+        have = [n for n, s in self.rec.streams.items() if len(s) > 1]
+        return [*have, *(["camera"] if self.rec.frame_t_ns.size else [])]
