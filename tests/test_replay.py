@@ -196,7 +196,7 @@ def test_eeg_playback_feeds_the_emulator_and_comes_back_within_one_lsb():
 
 def _offline_hr(pb: HubPlayback, block: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """The rig's streaming features on the same samples, in the rig's block sizes:
-    (data time s, vitals hr_bpm) once per second of data."""
+    (data time s, the vitals' hr_bpm) after every block."""
     info = StreamInfo("hub", pb.fs_hz, pb.channels, pb.units, pb.scale, pb.offset, "us")
     pipe = FeaturePipeline(None, info)
     values = pb.raw * np.asarray(pb.scale)
@@ -206,10 +206,9 @@ def _offline_hr(pb: HubPlayback, block: int = 10) -> tuple[np.ndarray, np.ndarra
         t_ns = ((k + pb.row0) * 1e9 / pb.fs_hz).astype(np.int64)
         pipe.update(SampleBlock("hub", k, k * 1000, t_ns, pb.raw[k], values[k],
                                 np.zeros(k.size, np.uint8), pb.status[k].astype(np.uint32)))
-        if (k[-1] + 1) % int(pb.fs_hz) == 0:
-            hr = pipe.summary()["hr_bpm"]
-            ts.append((k[-1] + 1 + pb.row0) / pb.fs_hz)
-            hrs.append(hr.value if hr.valid else np.nan)
+        hr = pipe.summary()["hr_bpm"]
+        ts.append((k[-1] + 1 + pb.row0) / pb.fs_hz)
+        hrs.append(hr.value if hr.valid else np.nan)
     return np.asarray(ts), np.asarray(hrs)
 
 
@@ -259,18 +258,24 @@ def test_replay_of_a103l_publishes_the_vitals_the_features_give_offline(broker, 
     plan = plan_replay(_cfg(tmp_path, hub=str(A103L), channel_map={"PPG": "PLETH", "ECG": "II"},
                             start_s=start_s, span_s=span_s))
     off_t, off_hr = _offline_hr(plan.hub)
+    worst = 0.0
     for t_ns, hr in pub:
         # data time of the newest sample at publication, about; after the replay's end the
         # last value stands until it goes stale
         t = min((t_ns - t0_ns) / 1e9, off_t[-1])
-        near = off_hr[(off_t >= t - 2.0) & (off_t <= t + 0.5)]
+        near = off_hr[(off_t >= t - 3.0) & (off_t <= t + 0.5)]  # processing lag, under load
         near = near[np.isfinite(near)]
-        assert near.size and near.min() - 0.5 <= hr <= near.max() + 0.5, (t, hr, near)
+        assert near.size, (t, hr)
+        worst = max(worst, float(np.min(np.abs(near - hr))))
+    # each published value is one the features gave offline around that time (the rig's
+    # blocks end elsewhere than the offline ones, so a 5-s mean may hold one beat more)
+    assert worst < 0.5, worst
     nk_ecg = _reference_hr(A103L, "II", start_s, span_s)
     nk_ppg = _reference_hr(A103L, "PLETH", start_s, span_s)
     median = float(np.median([hr for _, hr in pub]))
     print(f"\nREPLAY a103l {start_s:g}-{start_s + span_s:g} s: published hr median "
-          f"{median:.1f} bpm ({len(pub)} vitals); NeuroKit2 ECG {nk_ecg:.1f}, PPG {nk_ppg:.1f}")
+          f"{median:.1f} bpm ({len(pub)} vitals, each within {worst:.4f} bpm of the offline "
+          f"features); NeuroKit2 ECG {nk_ecg:.1f}, PPG {nk_ppg:.1f}")
 
 
 def _dense(stream: object) -> tuple[np.ndarray, np.ndarray]:

@@ -118,6 +118,7 @@ class SimBench:
     camera: SimCamera | PlaybackCamera | None = None
     expected_markers: list[Marker] = field(default_factory=list)
     replay: ReplayPlan | None = None
+    truth_path: Path | None = None  # where write_ground_truth put it (rewritten at start)
 
     @classmethod
     def from_config(cls, cfg: Any, duration_s: float = 0.0,
@@ -172,6 +173,8 @@ class SimBench:
             if dev is not None:
                 dev.t0_ns = t0
         self.expected_markers = schedule_markers(self.wire, self.scenario.markers, t0)
+        if self.truth_path is not None:  # written before the start: now with the real t0
+            self.write_ground_truth(self.truth_path)
 
     # -- the seams, as edge.rig asks for them ----------------------------------------
     def eeg_factory(self, settings: Ads1299Settings) -> Callable[[], Ads1299]:
@@ -195,7 +198,9 @@ class SimBench:
         return SimInputBus(self.wire[MARKER])
 
     def write_ground_truth(self, path: str | Path) -> None:
-        """The scenario's truth, anchored on the host clock: scenario t = 0 is ``t0_ns``."""
+        """The scenario's truth, anchored on the host clock: scenario t = 0 is ``t0_ns``
+        (a replay sets it when the rig starts, and the file is written again then)."""
+        self.truth_path = Path(path)
         doc = self.scenario.ground_truth()
         doc["t0_ns"] = self.t0_ns
         if self.replay is not None:
