@@ -9,6 +9,7 @@ offline on the same samples; a rig recording replayed reproduces its streams.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -117,6 +118,9 @@ def test_bad_sources_get_one_line_errors(tmp_path):
         parse_channel_map("ppg")
     with pytest.raises(ReplayError, match="no such file"):
         plan_replay(_cfg(tmp_path, hub=str(tmp_path / "missing.csv")))
+    cfg = _cfg(tmp_path, hub=str(ok))
+    with pytest.raises(ReplayError, match=r"the config's \[hub\] is disabled"):
+        plan_replay(dataclasses.replace(cfg, hub={**cfg.hub, "enabled": False}))
 
 
 # ------------------------------------------------------------------ through the seams

@@ -110,12 +110,18 @@ def plan_replay(cfg: Any) -> ReplayPlan | None:
     r = cfg.replay
     if not (r["recording"] or any(r[s] for s in STREAMS)):
         return None
-    key = json.dumps([r, cfg.hub["fs_hz"], cfg.hub["enabled"], cfg.eeg["enabled"],
-                      cfg.camera["enabled"]], sort_keys=True, default=str)
+    enabled = {s: bool(getattr(cfg, s)["enabled"]) for s in STREAMS}
+    for s in STREAMS:
+        if r[s] and not enabled[s]:
+            raise ReplayError(f"{s}={r[s]}: the config's [{s}] is disabled")
+    eeg_names = tuple(cfg.eeg["channels"] or ())
+    key = json.dumps([r, cfg.hub["fs_hz"], enabled, eeg_names], sort_keys=True, default=str)
     if key not in _PLANS:
-        _PLANS[key] = _plan(r, float(cfg.hub["fs_hz"]),
-                            {"hub": cfg.hub["enabled"], "eeg": cfg.eeg["enabled"],
-                             "camera": cfg.camera["enabled"]})
+        plan = _plan(r, float(cfg.hub["fs_hz"]), enabled)
+        if plan.eeg is not None:  # only what the rig's chips convert travels to them
+            plan.eeg = plan.eeg.only(eeg_names)
+            plan.report["eeg"] = plan.eeg.report
+        _PLANS[key] = plan
     return _PLANS[key]
 
 
