@@ -41,7 +41,6 @@ A103L = REAL / "a103l"
 CLI = [sys.executable, "-m", "edge.cli"]
 needs_real = pytest.mark.skipif(not (REAL / "a103l.hea").exists(),
                                 reason="../shared/data/real is not here")
-pytest.importorskip("wfdb")
 
 
 def _cfg(tmp_path: Path, **replay: object) -> config.RigConfig:
@@ -293,7 +292,7 @@ def _dense(stream: object) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_replay_of_a_sim_recording_reproduces_its_streams(tmp_path):
-    first = _cli(["run", "--sim", "--duration", "4", "--record-dir", str(tmp_path / "a"),
+    first = _cli(["run", "--sim", "--duration", "3", "--record-dir", str(tmp_path / "a"),
                   "--json", "--quiet"])
     assert first.returncode == 0, first.stderr[-2000:]
     src = json.loads(first.stdout.strip().splitlines()[-1])["recording"]
