@@ -396,3 +396,34 @@ def test_a_recordings_markers_and_coded_intervals_land_on_the_replay_time_line(t
     assert (g["onset_s"], g["apex_s"], g["offset_s"]) == (1.5, 1.6, 1.8)
     assert g["kind"] == "micro" and g["composite"] == "positive"  # what hil.e2e scores
     assert plan.hub.rows() == (0, 3000) and plan.span_s == 3.0
+
+
+def test_edf_channels_convert_units_and_flag_the_digital_rails(tmp_path):
+    import edfio
+
+    t = np.arange(0, 4, 1 / 256)
+    ecg_uv = 1500.0 * np.sin(2 * np.pi * 1.2 * t)
+    ecg_uv[300:400] = 5000.0  # at the physical maximum: the ADC's rail
+    edf = edfio.Edf([edfio.EdfSignal(ecg_uv, 256, label="ECG", physical_dimension="uV",
+                                     physical_range=(-5000, 5000))])
+    edf.write(tmp_path / "x.edf")
+    pb = hub_from_channels(read_channels(tmp_path / "x.edf"), {}, 1024.0, 0, 0, "x.edf")
+    assert pb.units == ("mV",)
+    np.testing.assert_allclose(pb.raw[4 * 50, 0] * pb.scale[0], ecg_uv[50] / 1000, atol=1e-3)
+    sat = (pb.status & hp.STATUS_SATURATED) != 0
+    assert sat[4 * 300: 4 * 399].all() and sat.sum() == pytest.approx(400, abs=8)
+
+
+@pytest.mark.skipif(not (REAL.parent / "eeg" / "test_bdf_stim_channel.bdf").exists(),
+                    reason="../shared/data/real is not here")
+def test_a_bdf_plays_as_eeg_on_the_channels_the_rig_has(tmp_path):
+    import edfio
+
+    bdf = REAL.parent / "eeg" / "test_bdf_stim_channel.bdf"
+    plan = plan_replay(_cfg(tmp_path, eeg=str(bdf)))
+    assert plan.eeg.names == ("C3", "C4")  # of Fp1 ... O2 in the rig's config
+    assert "Fp1" in plan.eeg.report["missing_play_zero"]
+    c3 = next(s for s in edfio.read_edf(bdf).signals if s.label == "C3")
+    assert plan.eeg.fs_hz == 1000.0  # resampled to the chips' rate before it travels
+    np.testing.assert_allclose(plan.eeg.uv[::2, 0], c3.data[: plan.eeg.uv[::2].shape[0]],
+                               atol=0.01 * np.ptp(c3.data))

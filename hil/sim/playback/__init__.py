@@ -115,11 +115,13 @@ def plan_replay(cfg: Any) -> ReplayPlan | None:
         if r[s] and not enabled[s]:
             raise ReplayError(f"{s}={r[s]}: the config's [{s}] is disabled")
     eeg_names = tuple(cfg.eeg["channels"] or ())
-    key = json.dumps([r, cfg.hub["fs_hz"], enabled, eeg_names], sort_keys=True, default=str)
+    eeg_fs = float(cfg.eeg["fs_hz"])
+    key = json.dumps([r, cfg.hub["fs_hz"], enabled, eeg_names, eeg_fs], sort_keys=True,
+                     default=str)
     if key not in _PLANS:
         plan = _plan(r, float(cfg.hub["fs_hz"]), enabled)
-        if plan.eeg is not None:  # only what the rig's chips convert travels to them
-            plan.eeg = plan.eeg.only(eeg_names)
+        if plan.eeg is not None:  # only what the rig's chips convert travels to them, at
+            plan.eeg = plan.eeg.only(eeg_names, eeg_fs)  # their rate (not at their START)
             plan.report["eeg"] = plan.eeg.report
         _PLANS[key] = plan
     return _PLANS[key]

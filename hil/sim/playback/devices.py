@@ -256,19 +256,22 @@ class EegPlayback:
     def span_s(self) -> float:
         return self.start_s + self.uv.shape[0] / self.fs_hz
 
-    def only(self, channels: Sequence[str]) -> EegPlayback:
-        """The recorded channels the rig has (by name, any case), as float32: a 64-channel
-        session pickled to the EEG process whole would be hundreds of MB. float32 keeps
-        well under one LSB at any gain (24-bit mantissa against the ADC's 24 bits)."""
+    def only(self, channels: Sequence[str], fs_hz: float | None = None) -> EegPlayback:
+        """The recorded channels the rig has (by name, any case) at the chips' rate, as
+        float32: a 64-channel session pickled to the EEG process whole would be hundreds
+        of MB. float32 keeps under one LSB (24-bit mantissa against the ADC's 24 bits)."""
         lower = [n.lower() for n in self.names]
         cols = [lower.index(c.lower()) for c in channels if c.lower() in lower]
         missing = [c for c in channels if c.lower() not in lower]
         report = {**self.report, "channels": [self.names[j] for j in cols]}
         if missing:
             report["missing_play_zero"] = missing
-        return EegPlayback(tuple(self.names[j] for j in cols), self.fs_hz,
-                           np.ascontiguousarray(self.uv[:, cols], dtype=np.float32),
-                           self.start_s, report)
+        uv, fs = self.uv[:, cols], self.fs_hz
+        if fs_hz is not None and fs_hz != fs:
+            uv, fs = resample(uv, fs, fs_hz), float(fs_hz)
+            report["fs_hz"] = f"{self.fs_hz:g} -> {fs:g}"
+        return EegPlayback(tuple(self.names[j] for j in cols), fs,
+                           np.ascontiguousarray(uv, dtype=np.float32), self.start_s, report)
 
     def __call__(self, channels: Sequence[str], fs_hz: float, seed: int,
                  scenario: Any) -> EegRun:
