@@ -225,7 +225,7 @@ class _Rec:
             if n == 0:
                 raise ReplayError(f"{where}: no camera frames to replay")
             plan.camera = CameraPlayback(str(self.path), self.origin_ns, self.origin_ns, stop,
-                                         n, (0, 0), {"source": where, "frames": n})
+                                         n, {"source": where, "frames": n})
             return
         s = self.rec.streams.get(stream)
         if s is None or len(s) < 2:

@@ -345,7 +345,6 @@ class CameraPlayback:
     first_ns: int  # recorded time of the first frame played
     stop_ns: int  # recorded time after the last frame played
     n_frames: int
-    size: tuple[int, int]  # recorded (width, height)
     report: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -425,12 +424,6 @@ class PlaybackCamera:
             with self._cond:
                 self._done = True
                 self._cond.notify_all()
-
-    @property
-    def finished(self) -> bool:
-        """Every recorded frame has been handed out or lost."""
-        with self._cond:
-            return self._done and not self._ahead
 
     def start(self) -> None:
         """Capture from now on: frames whose exposure began before now are not played."""
