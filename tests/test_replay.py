@@ -470,3 +470,13 @@ def test_camera_playback_hands_out_recorded_frames_at_their_times(tmp_path):
     finally:
         small.close()
     assert f is not None and f.luma.shape == (24, 32)  # converted to the rig's size
+
+
+@pytest.mark.skipif(not (REAL.parent / "bitalino" / "ecg_1000hz.txt").exists(),
+                    reason="../shared/data/real is not here")
+def test_an_opensignals_file_plays_its_ecg_in_millivolts():
+    path = REAL.parent / "bitalino" / "ecg_1000hz.txt"
+    pb = hub_from_channels(read_channels(path), {}, 1000.0, 0, 0, str(path))
+    assert pb.channels == ("ECG",) and pb.units == ("mV",)  # BITalino's transfer function
+    mv = pb.raw[:, 0] * pb.scale[0]
+    assert pb.raw.shape[0] == 22350 and 0.3 < np.ptp(mv) < 5.0  # a surface ECG's size

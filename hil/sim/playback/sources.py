@@ -6,7 +6,9 @@ playback devices do not care where samples came from. Real-rate pacing, resampli
 the encoding for each device live in ``hil.sim.playback.devices``.
 
 Well-kept libraries read the formats (wfdb, edfio, the rig's own reader); only CSV is
-read here (a header row of names, optional units in brackets, and a time column).
+read here (a header row of names, optional units in brackets, and a time column), and
+OpenSignals text (BITalino: a JSON header line, ADC counts through the sensors' transfer
+functions); no library reads either without pulling in a whole toolbox.
 """
 
 from __future__ import annotations
@@ -127,11 +129,46 @@ def _read_edf(path: Path) -> list[SourceChannel]:
 _UNIT = re.compile(r"^(.*?)\s*[\(\[]\s*([^\)\]]*)\s*[\)\]]\s*$")
 
 
+# BITalino sensors' transfer functions (their datasheets): physical = (ADC / 2^n - 1/2) x
+# VCC / gain, in volts, VCC 3.3 V. Other sensors stay in ADC counts (unit "adc").
+_BITALINO = {"ECG": (1100.0, 1e3, "mV"), "EMG": (1009.0, 1e3, "mV"), "EEG": (41782.0, 1e6, "uV")}
+
+
+def _read_opensignals(path: Path, lines: list[str]) -> list[SourceChannel]:
+    """An OpenSignals (BITalino) text file: a JSON header line, then tab-separated rows."""
+    import json
+
+    try:
+        head = next(iter(json.loads(lines[1].lstrip("# ")).values()))
+        fs = float(head["sampling rate"])
+        columns, labels = list(head["column"]), list(head["label"])
+        sensors, bits = list(head.get("sensor", labels)), list(head["resolution"])
+        rows = np.loadtxt([ln for ln in lines if not ln.startswith("#")], ndmin=2)
+    except (IndexError, KeyError, ValueError, StopIteration, AttributeError) as exc:
+        raise ReplayError(f"{path}: not a readable OpenSignals file ({exc})") from None
+    out = []
+    for label, sensor in zip(labels, sensors, strict=False):
+        j = columns.index(label)
+        n = int(bits[j])
+        adc = rows[:, j]
+        sat = (adc <= 0) | (adc >= 2**n - 1)
+        if sensor.upper() in _BITALINO:
+            gain, to_unit, unit = _BITALINO[sensor.upper()]
+            values = (adc / 2**n - 0.5) * 3.3 / gain * to_unit
+            out.append(SourceChannel(sensor.upper(), unit, fs, values, sat,
+                                     3.3 / gain * to_unit / 2**n))
+        else:
+            out.append(SourceChannel(sensor or label, "adc", fs, adc, sat, 1.0))
+    return out
+
+
 def _read_csv(path: Path) -> list[SourceChannel]:
     try:
         text = path.read_text()
     except OSError as exc:
         raise ReplayError(f"{path}: {exc.strerror}") from None
+    if text.startswith("# OpenSignals"):
+        return _read_opensignals(path, text.splitlines())
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     if len(lines) < 3:
         raise ReplayError(f"{path}: a CSV needs a header row and at least two rows of samples")
