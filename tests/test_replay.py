@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "real" / "physionet"
 A103L = REAL / "a103l"
 CLI = [sys.executable, "-m", "edge.cli"]
+SETTLED_S = 8.0  # sync pulses fitted (~3 s) and a whole 5-s heart-rate window after them
 needs_real = pytest.mark.skipif(not (REAL / "a103l.hea").exists(),
                                 reason="../shared/data/real is not here")
 
@@ -234,7 +235,7 @@ def _reference_hr(path: Path, channel: str, start_s: float, span_s: float) -> fl
 def test_replay_of_a103l_publishes_the_vitals_the_features_give_offline(broker, tmp_path):
     from hil.subscriber import Collector
 
-    start_s, span_s = 60.0, 12.0
+    start_s, span_s = 60.0, 13.0
     cfg_path = tmp_path / "rig.toml"
     sim = config.example_path("sim").read_text()
     cfg_path.write_text(sim.replace("[mqtt]\nenabled = false", "[mqtt]\nenabled = true")
@@ -261,7 +262,8 @@ def test_replay_of_a103l_publishes_the_vitals_the_features_give_offline(broker, 
     plan = plan_replay(_cfg(tmp_path, hub=str(A103L), channel_map={"PPG": "PLETH", "ECG": "II"},
                             start_s=start_s, span_s=span_s))
     off_t, off_hr = _offline_hr(plan.hub)
-    worst = 0.0
+    worst = {"early": 0.0, "settled": 0.0}
+    settled = 0
     for t_ns, hr in pub:
         # data time of the newest sample at publication, about; after the replay's end the
         # last value stands until it goes stale
@@ -269,16 +271,23 @@ def test_replay_of_a103l_publishes_the_vitals_the_features_give_offline(broker, 
         near = off_hr[(off_t >= t - 3.0) & (off_t <= t + 0.5)]  # processing lag, under load
         near = near[np.isfinite(near)]
         assert near.size, (t, hr)
-        worst = max(worst, float(np.min(np.abs(near - hr))))
-    # each published value is one the features gave offline around that time (the rig's
-    # blocks end elsewhere than the offline ones, so a 5-s mean may hold one beat more)
-    assert worst < 0.5, worst
+        # Until the clock model has sync-pulse pairs (a few s) the hub's samples carry the
+        # arrival time of their read, so early beat times, and the 5-s mean heart rate over
+        # them, differ from the offline ones; once every beat in the window is on the
+        # fitted clock, each published value is one the features gave offline around then
+        # (to a few hundredths of a bpm: the rig's blocks end elsewhere than offline).
+        phase = "settled" if t >= SETTLED_S else "early"
+        settled += phase == "settled"
+        worst[phase] = max(worst[phase], float(np.min(np.abs(near - hr))))
+    assert settled >= 3, f"only {settled} vitals after {SETTLED_S} s"
+    assert worst["settled"] < 0.1, worst
     nk_ecg = _reference_hr(A103L, "II", start_s, span_s)
     nk_ppg = _reference_hr(A103L, "PLETH", start_s, span_s)
     median = float(np.median([hr for _, hr in pub]))
     print(f"\nREPLAY a103l {start_s:g}-{start_s + span_s:g} s: published hr median "
-          f"{median:.1f} bpm ({len(pub)} vitals, each within {worst:.4f} bpm of the offline "
-          f"features); NeuroKit2 ECG {nk_ecg:.1f}, PPG {nk_ppg:.1f}")
+          f"{median:.1f} bpm ({len(pub)} vitals; from {SETTLED_S:g} s each within "
+          f"{worst['settled']:.3f} bpm of the offline features, before {worst['early']:.3f}); "
+          f"NeuroKit2 ECG {nk_ecg:.1f}, PPG {nk_ppg:.1f}")
 
 
 def _dense(stream: object) -> tuple[np.ndarray, np.ndarray]:
