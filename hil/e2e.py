@@ -1,8 +1,11 @@
-"""``mmme-hil run SCENARIO``: the whole stack end to end, scored against ground truth.
+"""``mmme-hil run SCENARIO|REC.mcap``: the whole stack end to end, scored against ground truth.
 
 A private Mosquitto starts; the rig runs as its own process (``mmme-edge run --sim``)
 with MQTT on, the scenario given, and its ground truth written out; a dashboard-like
-subscriber (its own MQTT session, deduplicating on msg_id) collects what arrives. Then:
+subscriber (its own MQTT session, deduplicating on msg_id) collects what arrives. Given a
+recording instead (``.mcap``, e.g. from ``mmme-edge import-mmme``), the rig replays it
+(``--replay``) and the truth is the recording's coded intervals on the replay's time line.
+Then:
 
 - spotting: MEGC precision/recall/F1 at IoU 0.5 (micro, macro, overall) of the
   ``events/me`` intervals against the scenario's expressions, on host time;
@@ -40,12 +43,9 @@ CLASSES = ("negative", "positive", "surprise")
 SETTLE_S = 3.0  # after the rig exits, for the last messages
 
 
-def _config_text(port: int, scenario: Path, rig_id: str, outbox: Path) -> str:
+def _config_text(scenario: Path, rig_id: str) -> str:
+    """The sim config for a scenario run (MQTT is set by the run, on its own broker)."""
     text = config.example_path("sim").read_text()
-    # Each run its own outbox: a shared one would replay an earlier run's backlog.
-    text = text.replace('[mqtt]\nenabled = false\nhost = "localhost"\nport = 1883',
-                        f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {port}\n'
-                        f'outbox = "{outbox}"')
     text = text.replace('id = "sim-01"', f'id = "{rig_id}"')
     return text.replace("[sim]\n", f'[sim]\nscenario = "{scenario}"\n')
 
@@ -139,18 +139,41 @@ def run_scenario(scenario: Path, workdir: Path, duration_s: float | None = None,
     from hil.sim.scenario import Scenario
 
     length = duration_s or Scenario.load(scenario).duration_s
+    return _run(_config_text(scenario.resolve(), rig_id), workdir, rig_id,
+                ["--duration", str(length + 1.0)], length)
+
+
+def run_replay(recording: Path, workdir: Path, rig_id: str = "hil-01") -> dict[str, Any]:
+    """A recording replayed through the rig, scored against its own coded intervals."""
+    from hil.sim.playback import plan_replay
+
+    rec = str(recording.resolve())
+    plan = plan_replay(config.load(config.example_path("sim")).with_replay(recording=rec))
+    if plan is None or not plan.truth:
+        raise RuntimeError(f"{recording}: no ground_truth intervals to score against")
+    text = config.example_path("sim").read_text().replace('id = "sim-01"', f'id = "{rig_id}"')
+    return _run(text, workdir, rig_id, ["--replay", rec], plan.run_s)
+
+
+def _run(cfg_text: str, workdir: Path, rig_id: str, extra: list[str],
+         length_s: float) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
     with Broker() as broker:
         collector = Collector(broker.port, f"mmme/v1/{rig_id}/#", client_id="hil-dashboard")
         collector.start()
         cfg = workdir / "rig.toml"
-        cfg.write_text(_config_text(broker.port, scenario.resolve(), rig_id,
-                                    workdir.resolve() / "outbox.sqlite"))
+        outbox = workdir.resolve() / "outbox.sqlite"
+        # Each run its own outbox: a shared one would replay an earlier run's backlog.
+        cfg.write_text(cfg_text.replace(
+            '[mqtt]\nenabled = false\nhost = "localhost"\nport = 1883',
+            f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\n'
+            f'outbox = "{outbox}"'))
         truth_path = workdir / "truth.json"
         proc = subprocess.run(
-            [sys.executable, "-m", "edge.cli", "run", "--sim", "--config", str(cfg),
-             "--duration", str(length + 1.0), "--json", "--quiet",
+            [sys.executable, "-m", "edge.cli", "run", "--sim", "--config", str(cfg), *extra,
+             "--json", "--quiet",
              "--record-dir", str(workdir / "rec"), "--ground-truth", str(truth_path)],
-            capture_output=True, text=True, timeout=length + 120,
+            capture_output=True, text=True, timeout=length_s + 120,
         )
         time.sleep(SETTLE_S)
         collector.stop()
@@ -180,7 +203,8 @@ def _table(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mmme-hil run", description=__doc__.splitlines()[0])
-    p.add_argument("scenario", type=Path, help="scenario TOML (e.g. hil/scenarios/e2e_short.toml)")
+    p.add_argument("scenario", type=Path, help="scenario TOML (e.g. hil/scenarios/"
+                   "e2e_short.toml), or a recording (.mcap) with coded intervals to replay")
     p.add_argument("--duration", type=float, default=None, help="override the scenario length")
     p.add_argument("--json", action="store_true")
     p.add_argument("--workdir", type=Path, default=None)
@@ -190,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mmme-e2e-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    result = run_scenario(args.scenario, workdir, args.duration)
+    if args.scenario.suffix == ".mcap":
+        result = run_replay(args.scenario, workdir)
+    else:
+        result = run_scenario(args.scenario, workdir, args.duration)
     print(_table(result), file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(result))

@@ -489,3 +489,35 @@ def test_an_opensignals_file_plays_its_ecg_in_millivolts():
     assert pb.channels == ("ECG",) and pb.units == ("mV",)  # BITalino's transfer function
     mv = pb.raw[:, 0] * pb.scale[0]
     assert pb.raw.shape[0] == 22350 and 0.3 < np.ptp(mv) < 5.0  # a surface ECG's size
+
+
+def test_mmme_hil_run_scores_a_replayed_recording_against_its_coded_intervals(tmp_path):
+    """A session recorded elsewhere (here: frames rendered by the camera simulator, with the
+    scenario's expressions written as the recording's coded intervals, as import-mmme
+    writes them) is replayed through the whole rig and scored against those intervals."""
+    from edge.recording.recorder import Recorder
+    from hil.e2e import run_replay
+    from hil.sim.camera import SimCamera
+    from hil.sim.scenario import generate
+
+    scen = generate(12.0, 3, seed=5)
+    cam = SimCamera(scen, fps=150.0, seed=5)
+    base = 7 * 10**12  # the recording's own host clock
+    rec = Recorder(tmp_path / "s.mcap", [], camera={"width": 320, "height": 240, "fps": 150.0})
+    for f in cam.offline(0.0, scen.duration_s):
+        rec.write_frame(dataclasses.replace(f, t_ns=base + f.t_ns))
+    for e in scen.expressions:
+        rec.write_event("ground_truth", {
+            "onset_ns": base + round(e.onset_s * 1e9), "apex_ns": base + round(e.apex_s * 1e9),
+            "offset_ns": base + round(e.offset_s * 1e9), "emotion": e.emotion,
+            "composite": {"happy": "positive", "surprise": "surprise"}.get(e.emotion,
+                                                                         "negative"),
+            "kind": e.kind}, base + round(e.onset_s * 1e9))
+    rec.close()
+    result = run_replay(tmp_path / "s.mcap", tmp_path / "work")
+    print(f"\nREPLAY scored: F1 {result['f1_overall']}, emotion UF1 {result['emotion_uf1']}, "
+          f"events {result['events']}")
+    assert result["errors"] == []
+    assert result["events"]["truth"] == 3
+    assert result["f1_overall"] >= 0.5, result["spotting"]  # the simulator's faces, replayed
+    assert result["events"]["emotion"] == result["events"]["me"] > 0
