@@ -57,24 +57,20 @@ def _sim_cfg() -> config.RigConfig:
 
 
 def _hub_candidates(t_us: np.ndarray, seq: np.ndarray, ppm: float, fs: int) -> list[int]:
-    """Integer host ns (relative to t0) of START whose sample grid gives these t_us."""
+    """Rows of the MCU's sample grid (anchored at t0: row k at its reading of t0 plus
+    k / fs) where the first sample after START can sit and give these t_us."""
     c0 = Crystal(ppm=ppm, origin_host_ns=0, origin_device_s=HUB_UPTIME_S)
-    g_lo = (t_us[0] - 2) / 1e6 - (seq[0]) / fs  # g: MCU seconds of sample 0
-    h_lo = int((g_lo - HUB_UPTIME_S - 1.0 / fs) / c0.rate * 1e9)
-    hs = np.arange(h_lo, h_lo + 4000, dtype=np.int64)
-    probe = np.r_[0:min(64, seq.size), max(seq.size - 64, 0):seq.size]
-    out = []
-    for h in hs:
-        if np.array_equal(_hub_grid(c0, int(h), seq[probe], fs)[1], t_us[probe]):
-            out.append(int(h))
-    return [h for h in out if np.array_equal(_hub_grid(c0, h, seq, fs)[1], t_us)]
+    row = round((t_us[0] / 1e6 - HUB_UPTIME_S) * fs) - int(seq[0])
+    return [r for r in range(row - 3, row + 4)
+            if np.array_equal(_hub_grid(c0, r, seq, fs)[1], t_us)]
 
 
-def _hub_grid(c0: Crystal, start_h: int, seq: np.ndarray, fs: int
+def _hub_grid(c0: Crystal, row: int, seq: np.ndarray, fs: int
               ) -> tuple[np.ndarray, np.ndarray]:
-    """As ``HubEmulator._sample_and_send``: (host ns - t0, t_us) of samples ``seq``."""
-    g = float(c0.device_s(np.int64(start_h))) + 1.0 / fs
-    dev_s = g + (seq - 0) / fs
+    """As ``HubEmulator._lookahead``: (host ns - t0, t_us) of samples ``seq`` when the first
+    sample after START was grid row ``row``."""
+    dev0 = float(c0.device_s(np.int64(0)))
+    dev_s = dev0 + (row + (seq - 0)) / fs
     rel = c0.host_ns(dev_s)
     t_us = np.floor(c0.device_s(rel) * 1e6).astype(np.int64)
     return rel, t_us
