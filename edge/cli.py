@@ -21,6 +21,31 @@ from sensors.errors import DeviceError
 
 EXIT_USAGE = 2
 EXIT_DEVICE = 1
+RUN_WAKE_CHECK_S = 1.0  # the start-up check when no selftest verdict of this boot exists
+
+
+def warn_if_direct_mode_cannot_hold(cfg: config.RigConfig) -> None:
+    """Direct mode: say at start, on stderr, when this host cannot hold the EEG rate.
+
+    The verdict is the last ``selftest``'s (5 s, this boot, this rate) where there is
+    one, else a 1-s measurement now: at 1 kHz 1000 deadlines, enough to catch a host
+    that misses one in a few hundred for about 1.5 s of start-up.
+    """
+    from edge import wakeup
+
+    if not cfg.eeg["enabled"] or cfg.eeg["backend"] not in wakeup.DIRECT_BACKENDS:
+        return
+    from edge.rig import EEG_RT_PRIORITY
+
+    fs = float(cfg.eeg["fs_hz"])
+    floor = wakeup.load(fs)
+    source = "selftest of this boot"
+    if floor is None:
+        floor = wakeup.check(fs, RUN_WAKE_CHECK_S, EEG_RT_PRIORITY)
+        source = f"{RUN_WAKE_CHECK_S:g}-s check at start"
+    if not floor.holds:
+        print(f"mmme-edge: warning: {floor.sentence()} [{source}]; a buffered EEG backend "
+              f"(bridge, cyton) loses nothing", file=sys.stderr, flush=True)
 
 
 def _load_config(args: argparse.Namespace) -> config.RigConfig:
@@ -80,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             note = malloc.tune()  # before the first thread: arenas are per thread
             if not args.quiet:
                 print(note, file=sys.stderr)
+            warn_if_direct_mode_cannot_hold(cfg)
 
             return run(cfg, duration_s=args.duration, as_json=args.json, quiet=args.quiet,
                        record_dir=args.record_dir, ground_truth=args.ground_truth)
