@@ -144,6 +144,8 @@ def run_checks(cfg: RigConfig) -> list[Check]:
     except DeviceError as exc:
         return [Check("open", False, str(exc)), *([host] if host is not None else [])]
     collect = _Collect()
+    # The EEG stream's own rate: a Cyton with the Daisy streams at half the board's.
+    eeg_fs = float(rig.eeg.info.fs_hz) if rig.eeg is not None and rig.eeg.info else 0.0
     runtime = Runtime(rig, [StreamTally(), collect])
     runtime.start()
     t_end = time.monotonic() + ACQUIRE_S
@@ -155,7 +157,7 @@ def run_checks(cfg: RigConfig) -> list[Check]:
         rig.close()
     checks = []
     if cfg.eeg["enabled"]:
-        checks.append(check_eeg(collect.blocks.get("eeg", []), float(cfg.eeg["fs_hz"])))
+        checks.append(check_eeg(collect.blocks.get("eeg", []), eeg_fs))
     if cfg.hub["enabled"]:
         checks.append(check_hub(collect.blocks.get("hub", []), float(cfg.hub["fs_hz"])))
     if cfg.camera["enabled"]:
