@@ -434,21 +434,20 @@ class Cyton:
             self._held = None
         if not len(rows):
             return
-        p = decode_packets(rows)
-        if not final and self._out_of_sequence_last(p.counter):
-            # Judged with the packet after it, in the next read: one bad byte or a gap?
-            self._held = rows[-1].copy()
-            if len(rows) == 1:
-                return
-            p = decode_packets(rows[:-1])
-        keep = self._plausible(p.counter)
+        counter = rows[:, 1]
+        keep = self._plausible(counter)
         if not keep.all():
             bad = int((~keep).sum())
             c.extra["bad_counter"] += bad
             c.errors += bad
-            p = Packets(p.counter[keep], p.counts[keep], p.aux[keep], p.footer[keep])
-            if not len(p):
-                return
+            rows = rows[keep]
+        if len(rows) and not final and self._out_of_sequence_last(rows[:, 1]):
+            # Judged with the packet after it, in the next read: one bad byte or a gap?
+            self._held = rows[-1].copy()
+            rows = rows[:-1]
+        if not len(rows):
+            return
+        p = decode_packets(rows)
         packet = self._unwrap(p.counter, host_ns)
         self._last_read_ns, self._last_read_drained = host_ns, drained
         accel = p.footer == FOOTER_ACCEL
