@@ -198,6 +198,7 @@ class CytonSettings:
     baud: int = 115_200
     reply_timeout_s: float = 3.0  # the soft reset's text takes about a second on a board
     stall_after_s: float = 0.5
+    reconnect_interval_s: float = 0.5
     read_max_bytes: int = 1 << 18
 
     def __post_init__(self) -> None:
@@ -229,7 +230,9 @@ class Cyton:
             scale=(self._scale,) * n, offset=(0.0,) * n, device_time_unit="sample")
         self.counters = StreamCounters(extra={
             "dropped_packets": 0, "wraps_inferred": 0, "bad_counter": 0, "bytes_skipped": 0,
-            "unpaired": 0, "stalls": 0})
+            "unpaired": 0, "stalls": 0, "disconnects": 0, "reconnects": 0,
+            "reconnect_failures": 0})
+        self.connected = False
         self.identity = ""
         self.digital_aux = False
         self.accel_g = np.zeros(3)
@@ -244,67 +247,85 @@ class Cyton:
         self._last_read_drained = False
         self._half: tuple[int, np.ndarray, int, int] | None = None  # daisy: odd packet
         self._held: np.ndarray | None = None  # a last packet out of sequence, judged next
+        self._resume_from_ns = 0  # after a reconnect: host time of the last packet before
+        self._next_attempt = 0.0
         self._last_data_ns = 0
         self._stalled = False
 
     # ------------------------------------------------------------ lifecycle
     def open(self) -> None:
         """Open the port, soft-reset and identify the board, configure; DeviceError on failure."""
+        self._open_port()
+        try:
+            self._configure()
+        except BaseException:
+            self._close_port()
+            raise
+        self.connected = True
+
+    def _open_port(self) -> None:
         s = self.settings
         try:
             self._port = serial.serial_for_url(s.port, baudrate=s.baud, timeout=0,
                                                write_timeout=s.reply_timeout_s, exclusive=True)
         except _IO_ERRORS as exc:
             raise DeviceNotFound(f"cyton: cannot open serial port {s.port!r}: {exc}") from exc
-        try:
-            self._write(b"s")  # a board left streaming by a crashed run
-            time.sleep(0.05)
-            self._discard_input()
-            self.identity = self._command(b"v", "soft reset (v)")
-            self._check_identity(self.identity)
-            want = 16 if s.daisy else 8
-            reply = self._command(b"C" if s.daisy else b"c", "channel count (C/c)")
-            got = re.search(r"(\d+)\s*\$\$\$$", reply)
-            if got is None or int(got.group(1)) != want:
-                raise WrongDevice(f"cyton at {s.port!r}: asked for {want} channels, the board "
-                                  f"answered {reply!r}" + (" (no Daisy attached?)"
-                                                           if s.daisy else ""))
-            reply = self._command(b"~%d" % RATE_CODES[s.fs_hz], "sample rate (~)")
-            if f"{s.fs_hz}Hz" not in reply.replace(" ", ""):
-                raise WrongDevice(f"cyton at {s.port!r}: rate {s.fs_hz} Hz refused: {reply!r}")
-            # Digital read mode puts the sync line (D11) into the aux bytes; firmware
-            # before v3 has no board modes: then no sync pulses reach the clock.
-            self.digital_aux = "Success" in self._command(b"/3", "digital mode (/3)")
-            for ch in range(1, want + 1):
-                inputs = "normal" if s.inputs == "test" else s.inputs
-                reply = self._command(channel_command(ch, s.gain, inputs, s.bias, s.srb1),
-                                      f"channel {ch} settings (x..X)")
-                if "Failure" in reply:
-                    raise DeviceError(f"cyton at {s.port!r}: channel {ch} settings refused: "
-                                      f"{reply!r}")
-            if s.inputs == "test":
-                self._command(b"-", "test signal (-)")
-        except BaseException:
-            self._close_port()
-            raise
+
+    def _configure(self) -> None:
+        """Soft reset, identify, channel count, rate, digital mode, channel settings."""
+        s = self.settings
+        self._write(b"s")  # a board left streaming by a crashed run
+        time.sleep(0.05)
+        self._discard_input()
+        self.identity = self._command(b"v", "soft reset (v)")
+        self._check_identity(self.identity)
+        want = 16 if s.daisy else 8
+        reply = self._command(b"C" if s.daisy else b"c", "channel count (C/c)")
+        got = re.search(r"(\d+)\s*\$\$\$$", reply)
+        if got is None or int(got.group(1)) != want:
+            raise WrongDevice(f"cyton at {s.port!r}: asked for {want} channels, the board "
+                              f"answered {reply!r}" + (" (no Daisy attached?)"
+                                                       if s.daisy else ""))
+        reply = self._command(b"~%d" % RATE_CODES[s.fs_hz], "sample rate (~)")
+        if f"{s.fs_hz}Hz" not in reply.replace(" ", ""):
+            raise WrongDevice(f"cyton at {s.port!r}: rate {s.fs_hz} Hz refused: {reply!r}")
+        # Digital read mode puts the sync line (D11) into the aux bytes; firmware
+        # before v3 has no board modes: then no sync pulses reach the clock.
+        self.digital_aux = "Success" in self._command(b"/3", "digital mode (/3)")
+        for ch in range(1, want + 1):
+            inputs = "normal" if s.inputs == "test" else s.inputs
+            reply = self._command(channel_command(ch, s.gain, inputs, s.bias, s.srb1),
+                                  f"channel {ch} settings (x..X)")
+            if "Failure" in reply:
+                raise DeviceError(f"cyton at {s.port!r}: channel {ch} settings refused: "
+                                  f"{reply!r}")
+        if s.inputs == "test":
+            self._command(b"-", "test signal (-)")
 
     def start(self) -> None:
         if self._port is None:
             raise DeviceError("cyton: start() before open()")
+        self._last_sample = -1
+        self._resume_from_ns = 0
+        self._begin()
+        self._running = True
+
+    def _begin(self) -> None:
+        """``b``: the board's sample number starts again at 0."""
         self._discard_input()
         self._parser.clear()
         self._last_counter = None
-        self._last_sample = -1
         self._half = None
         self._held = None
         self._write(b"b")
-        self._running = True
         self._last_data_ns = self._last_read_ns = monotonic_ns()
         self._last_read_drained = True
 
     def poll(self, timeout_s: float) -> list[SampleBlock]:
         """Packets received since the last poll, waiting up to ``timeout_s`` for the first."""
-        if self._port is None:
+        if self._port is None and self._running:
+            self._reconnect_when_due(timeout_s)
+        elif self._port is None:
             time.sleep(max(timeout_s, 0.0))
         else:
             self._read(0.0 if self._pending else timeout_s)
@@ -327,7 +348,7 @@ class Cyton:
             with contextlib.suppress(DeviceError):
                 self._write(b"s")
             deadline = time.monotonic() + 0.1
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and self._port is not None:
                 self._read(0.02)
             self._ingest(b"", monotonic_ns(), drained=False, final=True)
         self._running = False
@@ -335,7 +356,36 @@ class Cyton:
     def close(self) -> None:
         if self._running:
             self.stop()
+        self._running = False
         self._close_port()
+        self.connected = False
+
+    # ------------------------------------------------------------ a lost port
+    def _lost(self) -> None:
+        """The port failed under us (dongle pulled): count it, close it, retry later."""
+        self.connected = False
+        self._close_port()
+        self.counters.extra["disconnects"] += 1
+        self._resume_from_ns = self._last_data_ns
+        self._next_attempt = time.monotonic() + self.settings.reconnect_interval_s
+
+    def _reconnect_when_due(self, timeout_s: float) -> None:
+        wait = self._next_attempt - time.monotonic()
+        if wait > 0:
+            time.sleep(min(wait, max(timeout_s, 0.0)))
+            if time.monotonic() < self._next_attempt:
+                return
+        self._next_attempt = time.monotonic() + self.settings.reconnect_interval_s
+        try:
+            self._open_port()
+            self._configure()
+            self._begin()
+        except DeviceError:
+            self._close_port()
+            self.counters.extra["reconnect_failures"] += 1
+            return
+        self.connected = True
+        self.counters.extra["reconnects"] += 1
 
     # ------------------------------------------------------------ commands
     def _write(self, data: bytes) -> None:
@@ -390,7 +440,6 @@ class Cyton:
             with contextlib.suppress(*_IO_ERRORS):
                 self._port.close()
         self._port = None
-        self._running = False
 
     @staticmethod
     def _wait_readable(port: serial.SerialBase, timeout_s: float) -> None:
@@ -417,7 +466,7 @@ class Cyton:
                     drained = True
                     break
         except _IO_ERRORS:
-            self.counters.errors += 1  # counted; the stall shows on the next polls
+            self._lost()
             return
         if total:
             self._ingest(b"".join(chunks), monotonic_ns(), drained)
@@ -479,7 +528,16 @@ class Cyton:
     def _unwrap(self, counter: np.ndarray, host_ns: int) -> np.ndarray:
         """Unwrapped packet indices; counts lost packets (see the module docstring)."""
         c = counter.astype(np.int64)
-        if self._last_counter is None:  # first packet of a run: index % 256 == its number
+        if self._last_counter is None and self._resume_from_ns:
+            # After a reconnect the board started again at 0: place its first packet by
+            # host time since the last packet before the loss (parity kept for the Daisy).
+            gap = round((host_ns - self._resume_from_ns) * 1e-9 * self._fs_packets)
+            base = self._last_packet + max(gap, 1)
+            base += (base - int(c[0])) % 2
+            self.counters.extra["dropped_packets"] += base - self._last_packet - 1
+            self._resume_from_ns = 0
+            prev_c, prev_idx = int(c[0]) - 1, base - 1
+        elif self._last_counter is None:  # first packet of a run: index % 256 == its number
             base = (self._last_packet // 256 + 1) * 256 + int(c[0])
             prev_c, prev_idx = int(c[0]) - 1, base - 1
         else:

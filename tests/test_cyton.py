@@ -287,6 +287,32 @@ def test_the_test_signal_is_the_datasheet_square_wave(board: CytonEmulator) -> N
     assert pp == pytest.approx(2 * 4.5e6 / 2400, rel=0.01)
 
 
+def test_a_pulled_dongle_is_reconnected_and_the_gap_is_counted(board: CytonEmulator) -> None:
+    drv = Cyton(CytonSettings(port=board.port, channels=CH8, reconnect_interval_s=0.2))
+    drv.open()
+    drv.start()
+    before = collect(drv, 0.3)
+    board.unplug()
+    during = collect(drv, 0.6)  # reads fail: no exception, the port is closed and retried
+    assert not drv.connected and drv.counters.extra["disconnects"] == 1
+    board.replug()
+    after = collect(drv, 1.0)
+    drv.stop()
+    after += drv.poll(0.0)
+    drv.close()
+    c = drv.counters
+    assert c.extra["reconnects"] == 1 and len(after) > 0
+    assert_within_one_lsb(before + during, board, 24)
+    i0, i1 = int(cat(before + during, "index")[-1]), int(cat(after, "index")[0])
+    # The board restarted its numbers at 0 (soft reset, b): the gap is placed by host
+    # time, one read's arrival jitter either way, and counted.
+    dt_s = (int(cat(after, "host_t_ns")[0]) - int(cat(before + during, "host_t_ns")[-1])) / 1e9
+    assert abs((i1 - i0) - dt_s * 250) <= 5
+    index = cat(before + during + after, "index")
+    assert np.all(np.diff(index) >= 1)
+    assert c.dropped == int((np.diff(index) - 1).sum()) == i1 - i0 - 1
+
+
 # ---------------------------------------------------------------- absent or wrong boards
 
 

@@ -19,7 +19,8 @@ it stands for (the average of the two samples with the Daisy) and whether it was
 Faults (public hooks): :meth:`drop_packets` (lost on the radio: the sample number runs
 on), :meth:`inject_garbage` (stray bytes between packets), :meth:`break_framing` (a bad
 header or footer byte), :meth:`corrupt_counter` (one bad sample-number byte),
-:meth:`stop_answering`, ``identity="other"`` (a device that is not an OpenBCI board).
+:meth:`stop_answering`, :meth:`unplug` / :meth:`replug` (the dongle pulled), ``identity="other"``
+(a device that is not an OpenBCI board).
 """
 
 from __future__ import annotations
@@ -105,11 +106,8 @@ class CytonEmulator:
         # the pty and its stable name
         self._dir = tempfile.mkdtemp(prefix="sim_cyton_")
         self.port = str(Path(self._dir) / "ttyCYTON0")
-        master, slave = os.openpty()
-        tty.setraw(slave)  # a byte pipe like the dongle's FTDI port
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        os.symlink(os.ttyname(slave), self.port)
+        self._master = self._slave = -1
+        self._plug()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sim-cyton", daemon=True)
         self._thread.start()
@@ -140,6 +138,42 @@ class CytonEmulator:
         with self._lock:
             self._answering = False
 
+    def unplug(self) -> None:
+        """Pull the dongle: the pty goes away (reads fail), the name vanishes. The board
+        streams on into the void: what it makes meanwhile is lost."""
+        with self._lock:
+            self._plugged = False
+            self._close_pty()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.port)
+            self._outbox.clear()
+
+    def replug(self) -> None:
+        """A new pty under the same ``port`` name."""
+        with self._lock:
+            if not self._plugged:
+                self._plug()
+
+    def _plug(self) -> None:
+        master, slave = os.openpty()
+        tty.setraw(slave)  # a byte pipe like the dongle's FTDI port
+        os.set_blocking(master, False)
+        self._master, self._slave = master, slave
+        tmp = self.port + ".new"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.symlink(os.ttyname(slave), tmp)
+        os.replace(tmp, self.port)
+        self._plugged = True
+        self._rx.clear()
+
+    def _close_pty(self) -> None:
+        for fd in (self._master, self._slave):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._master = self._slave = -1
+
     # ------------------------------------------------------------ truth
     def truth(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(microvolts (n, 8), known (n,), sent (n,)) of packets ``k``."""
@@ -156,10 +190,7 @@ class CytonEmulator:
         self._stop.set()
         self._thread.join(timeout=2.0)
         with self._lock:
-            for fd in (self._master, self._slave):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            self._master = self._slave = -1
+            self._close_pty()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.port)
         with contextlib.suppress(OSError):
@@ -191,12 +222,16 @@ class CytonEmulator:
         next_send = time.monotonic()
         while not self._stop.is_set():
             wait = max(next_send - time.monotonic(), 0.0)
-            try:
-                ready, _, _ = select.select([self._master], [], [], wait)
-            except (OSError, ValueError):
-                return
-            if ready:
-                self._receive()
+            master = self._master
+            if master >= 0:
+                try:
+                    ready, _, _ = select.select([master], [], [], wait)
+                except (OSError, ValueError):  # closed under us by unplug()
+                    ready = []
+                if ready:
+                    self._receive(master)
+            else:
+                time.sleep(wait)
             if time.monotonic() >= next_send:
                 next_send = max(next_send + self.send_period_s,
                                 time.monotonic() - self.send_period_s)
@@ -204,10 +239,12 @@ class CytonEmulator:
                     self._stream()
                     self._flush()
 
-    def _receive(self) -> None:
+    def _receive(self, master: int) -> None:
         with self._lock:
+            if master != self._master:  # unplugged meanwhile
+                return
             try:
-                data = os.read(self._master, 4096)
+                data = os.read(master, 4096)
             except OSError:  # EIO while no host has the slave open
                 data = b""
             if data and self._answering:
@@ -346,7 +383,7 @@ class CytonEmulator:
         rows = self._encode(kk, data, d11)
         drop = min(self._drop_n, n)
         self._drop_n -= drop
-        room = max(OUTBOX_BYTES - len(self._outbox), 0) // PACKET_BYTES
+        room = max(OUTBOX_BYTES - len(self._outbox), 0) // PACKET_BYTES if self._plugged else 0
         sent = np.zeros(n, dtype=bool)
         sent[drop : drop + min(n - drop, room)] = True
         self._record(kk, true_uv, sent)
