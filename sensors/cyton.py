@@ -5,7 +5,8 @@ every sample itself, over its RFduino radio and the USB dongle's FTDI serial por
 (115200 baud 8N1). The host reads a byte stream: no DRDY deadline, nothing to lose on
 a busy host as long as the serial buffers hold (seconds at 8 kB/s).
 
-Protocol (OpenBCI "Cyton Data Format" and "Cyton SDK" pages, firmware v2/v3):
+Protocol (OpenBCI "Cyton Data Format" and "Cyton SDK" pages; the command replies are
+firmware v3.x's, older firmware is untested):
 
 - Streaming packets of 33 bytes: ``0xA0``, an 8-bit sample number, 8 x 24-bit two's
   complement MSB first, 6 aux bytes, a footer ``0xCX``. Footer ``0xC0``: aux are the

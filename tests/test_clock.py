@@ -313,3 +313,12 @@ def test_fall_pairs_keep_only_widths_that_agree_with_the_host():
     fp = fall_pairs(pairs, falls, hf, FS, tolerance_s=0.003)
     assert fp.k.tolist() == [5]
     assert fp.host_ns.tolist() == [hf[5]]
+
+
+def test_code_slack_follows_the_sample_period():
+    # Widths are measured in samples: a period over half the 5 ms code step (a 150 fps
+    # camera, a Cyton at 250 Hz, 125 Hz with the Daisy) can put a width a code or two off.
+    from edge.clock.keeper import code_slack
+
+    assert code_slack(1000.0) == 0 and code_slack(500.0) == 0
+    assert code_slack(250.0) == 2 and code_slack(150.0) == 2 and code_slack(125.0) == 2
