@@ -355,3 +355,16 @@ def test_sim_run_with_the_cyton_delivers_every_eeg_sample(tmp_path: Path) -> Non
     assert eeg["expected"] == pytest.approx(125 * summary["duration_s"], rel=0.15)
     assert eeg["dropped"] == 0 and eeg["received"] == eeg["expected"], eeg
     assert "direct mode" not in proc.stderr  # a buffered backend: no wake-floor warning
+
+
+def test_selftest_passes_with_the_cyton_and_checks_no_host_floor(tmp_path: Path) -> None:
+    cfg = Path(__file__).resolve().parents[1] / "edge" / "configs" / "sim-cyton.toml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "selftest", "--config", str(cfg), "--sim", "--json"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    devices = json.loads(proc.stdout.strip().splitlines()[-1])["devices"]
+    # The test signal on all 16 channels, at the Daisy's 125 Hz; the board buffers, so
+    # the host's wake floor is not its business.
+    assert "16 channels" in devices["eeg"]["detail"] and "host" not in devices

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from edge import config
 from edge.rig import EEG_RT_PRIORITY
-from edge.wakeup import measure
+from edge.wakeup import WakeFloor, measure
 
 
 def _rig_without_eeg(seconds: float, work: Path) -> subprocess.Popen[str]:
@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(overwritten {r['overwritten']}, late {r['late_read']} of {r['ticks']}) | "
               f"wake lateness us p50 {lat['p50']} p99 {lat['p99']} p99.9 {lat['p999']} "
               f"max {lat['max']}")
+    print("verdict:", WakeFloor.from_result(args.fs_hz, args.seconds, loaded).sentence(),
+          "(beside the rig)")
     if args.json:
         print(json.dumps({"idle_loss_fraction": idle["loss_fraction"],
                           "loaded_loss_fraction": loaded["loss_fraction"],
