@@ -89,6 +89,25 @@ def measure(fs_hz: float, seconds: float, rt_priority: int | None) -> dict[str, 
         return pool.apply(wake_loop, (fs_hz, seconds, rt_priority))
 
 
+class Measurement:
+    """:func:`measure` running in the background (beside the rig): ``ready()``, ``result()``."""
+
+    def __init__(self, fs_hz: float, seconds: float, rt_priority: int | None) -> None:
+        self.fs_hz, self.seconds = float(fs_hz), float(seconds)
+        self._pool = mp.get_context("spawn").Pool(1)
+        self._res = self._pool.apply_async(wake_loop, (fs_hz, seconds, rt_priority))
+
+    def ready(self) -> bool:
+        return self._res.ready()
+
+    def result(self, timeout_s: float = 60.0) -> dict[str, Any]:
+        try:
+            return self._res.get(timeout=self.seconds + timeout_s)
+        finally:
+            self._pool.close()
+            self._pool.join()
+
+
 @dataclass(frozen=True)
 class WakeFloor:
     """One measurement's verdict: can direct mode hold ``fs_hz`` on this host?"""
@@ -101,13 +120,24 @@ class WakeFloor:
     scheduling: str
     boot_id: str
     measured_at_s: float  # wall-clock seconds (time.time), for the reader of the cache
+    conditions: str = "idle host"
 
     @classmethod
-    def from_result(cls, fs_hz: float, seconds: float, r: dict[str, Any]) -> WakeFloor:
+    def from_result(cls, fs_hz: float, seconds: float, r: dict[str, Any],
+                    conditions: str = "idle host") -> WakeFloor:
         return cls(fs_hz=float(fs_hz), seconds=float(seconds), ticks=int(r["ticks"]),
                    lost=int(r["overwritten"]) + int(r["late_read"]),
                    p999_us=float(r["lateness_us"]["p999"]), scheduling=str(r["scheduling"]),
-                   boot_id=boot_id(), measured_at_s=time.time())
+                   boot_id=boot_id(), measured_at_s=time.time(), conditions=conditions)
+
+    def plus(self, other: WakeFloor) -> WakeFloor:
+        """Both measurements as one verdict (idle and beside the rig, as ``bench wakeup``)."""
+        return WakeFloor(fs_hz=self.fs_hz, seconds=self.seconds + other.seconds,
+                         ticks=self.ticks + other.ticks, lost=self.lost + other.lost,
+                         p999_us=max(self.p999_us, other.p999_us), scheduling=self.scheduling,
+                         boot_id=self.boot_id, measured_at_s=other.measured_at_s,
+                         conditions=f"{self.conditions} {self.seconds:g} s + "
+                                    f"{other.conditions} {other.seconds:g} s")
 
     @property
     def holds(self) -> bool:
@@ -121,7 +151,7 @@ class WakeFloor:
                 f"a do-nothing reader met all {self.ticks} deadlines")
         head = (f"direct mode can hold {self.fs_hz:g} Hz here" if self.holds else
                 f"direct mode CANNOT hold {self.fs_hz:g} Hz here: EEG samples will be lost")
-        return (f"{head} ({lost} in {self.seconds:g} s at {self.scheduling}; "
+        return (f"{head} ({lost} in {self.seconds:g} s, {self.conditions}, at {self.scheduling}; "
                 f"wake p99.9 {self.p999_us:.0f} us late)")
 
 

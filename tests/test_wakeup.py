@@ -68,3 +68,18 @@ def test_run_does_not_check_the_host_for_a_buffered_backend(
     wakeup.save(floor(7, fs_hz=float(cfg.eeg["fs_hz"])))
     warn_if_direct_mode_cannot_hold(cfg)
     assert capsys.readouterr().err == ""
+
+
+def test_idle_and_beside_the_rig_make_one_verdict_that_any_miss_breaks() -> None:
+    idle = floor(0)
+    beside = dataclasses.replace(floor(2), seconds=2.0, ticks=2000, conditions="beside the rig")
+    both = idle.plus(beside)
+    assert (both.ticks, both.lost, both.seconds) == (7000, 2, 7.0) and not both.holds
+    assert "idle host 5 s + beside the rig 2 s" in both.sentence()
+    assert idle.plus(dataclasses.replace(beside, lost=0)).holds
+
+
+def test_a_background_measurement_reports_when_done() -> None:
+    m = wakeup.Measurement(500.0, 0.2, rt_priority=None)
+    r = m.result()
+    assert m.ready() and r["ticks"] == 100
