@@ -27,9 +27,11 @@ RUN_WAKE_CHECK_S = 1.0  # the start-up check when no selftest verdict of this bo
 def warn_if_direct_mode_cannot_hold(cfg: config.RigConfig) -> None:
     """Direct mode: say at start, on stderr, when this host cannot hold the EEG rate.
 
-    The verdict is the last ``selftest``'s (5 s, this boot, this rate) where there is
-    one, else a 1-s measurement now: at 1 kHz 1000 deadlines, enough to catch a host
-    that misses one in a few hundred for about 1.5 s of start-up.
+    The verdict is the last ``selftest``'s where there is one (this boot, this rate: 5 s
+    idle and 2 s beside the running rig), else a 1-s measurement now on the still idle
+    host: at 1 kHz 1000 deadlines, enough to catch a host that misses one in a few
+    hundred, for 1.2 s of start-up. That one cannot see the rig's own load: a host that
+    holds the rate idle and not beside the rig is caught by ``selftest``, not here.
     """
     from edge import wakeup
 
