@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
               f"(overwritten {r['overwritten']}, late {r['late_read']} of {r['ticks']}) | "
               f"wake lateness us p50 {lat['p50']} p99 {lat['p99']} p99.9 {lat['p999']} "
               f"max {lat['max']}")
-    print("verdict:", WakeFloor.from_result(args.fs_hz, args.seconds, loaded).sentence(),
-          "(beside the rig)")
+    verdict = WakeFloor.from_result(args.fs_hz, args.seconds, idle).plus(
+        WakeFloor.from_result(args.fs_hz, args.seconds, loaded, conditions="beside the rig"))
+    print("verdict:", verdict.sentence())
     if args.json:
         print(json.dumps({"idle_loss_fraction": idle["loss_fraction"],
                           "loaded_loss_fraction": loaded["loss_fraction"],
