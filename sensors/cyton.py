@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import re
 import select
+import threading
 import time
 from dataclasses import dataclass
 
@@ -252,17 +253,21 @@ class Cyton:
         self._next_attempt = 0.0
         self._last_data_ns = 0
         self._stalled = False
+        # poll runs on the stream's pump thread, start/stop come from the rig's: one
+        # reader's state (port, parser, pending), so one lock (as the hub driver).
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------ lifecycle
     def open(self) -> None:
         """Open the port, soft-reset and identify the board, configure; DeviceError on failure."""
-        self._open_port()
-        try:
-            self._configure()
-        except BaseException:
-            self._close_port()
-            raise
-        self.connected = True
+        with self._lock:
+            self._open_port()
+            try:
+                self._configure()
+            except BaseException:
+                self._close_port()
+                raise
+            self.connected = True
 
     def _open_port(self) -> None:
         s = self.settings
@@ -304,12 +309,13 @@ class Cyton:
             self._command(b"-", "test signal (-)")
 
     def start(self) -> None:
-        if self._port is None:
-            raise DeviceError("cyton: start() before open()")
-        self._last_sample = -1
-        self._resume_from_ns = 0
-        self._begin()
-        self._running = True
+        with self._lock:
+            if self._port is None:
+                raise DeviceError("cyton: start() before open()")
+            self._last_sample = -1
+            self._resume_from_ns = 0
+            self._begin()
+            self._running = True
 
     def _begin(self) -> None:
         """``b``: the board's sample number starts again at 0."""
@@ -324,19 +330,20 @@ class Cyton:
 
     def poll(self, timeout_s: float) -> list[SampleBlock]:
         """Packets received since the last poll, waiting up to ``timeout_s`` for the first."""
-        if self._port is None and self._running:
-            self._reconnect_when_due(timeout_s)
-        elif self._port is None:
-            time.sleep(max(timeout_s, 0.0))
-        else:
-            self._read(0.0 if self._pending else timeout_s)
-        if self._running:
-            stalled = monotonic_ns() - self._last_data_ns > self.settings.stall_after_s * 1e9
-            if stalled and not self._stalled:
-                self.counters.extra["stalls"] += 1
-            self._stalled = stalled
-        out, self._pending = self._pending, []
-        return out
+        with self._lock:
+            if self._port is None and self._running:
+                self._reconnect_when_due(timeout_s)
+            elif self._port is None:
+                time.sleep(max(timeout_s, 0.0))
+            else:
+                self._read(0.0 if self._pending else timeout_s)
+            if self._running:
+                stalled = monotonic_ns() - self._last_data_ns > self.settings.stall_after_s * 1e9
+                if stalled and not self._stalled:
+                    self.counters.extra["stalls"] += 1
+                self._stalled = stalled
+            out, self._pending = self._pending, []
+            return out
 
     @property
     def stalled(self) -> bool:
@@ -345,21 +352,23 @@ class Cyton:
 
     def stop(self) -> None:
         """``s``; packets already on their way come out of the next poll."""
-        if self._running and self._port is not None:
-            with contextlib.suppress(DeviceError):
-                self._write(b"s")
-            deadline = time.monotonic() + 0.1
-            while time.monotonic() < deadline and self._port is not None:
-                self._read(0.02)
-            self._ingest(b"", monotonic_ns(), drained=False, final=True)
-        self._running = False
+        with self._lock:
+            if self._running and self._port is not None:
+                with contextlib.suppress(DeviceError):
+                    self._write(b"s")
+                deadline = time.monotonic() + 0.1
+                while time.monotonic() < deadline and self._port is not None:
+                    self._read(0.02)
+                self._ingest(b"", monotonic_ns(), drained=False, final=True)
+            self._running = False
 
     def close(self) -> None:
-        if self._running:
-            self.stop()
-        self._running = False
-        self._close_port()
-        self.connected = False
+        with self._lock:
+            if self._running:
+                self.stop()
+            self._running = False
+            self._close_port()
+            self.connected = False
 
     # ------------------------------------------------------------ a lost port
     def _lost(self) -> None:
