@@ -46,8 +46,9 @@ def warn_if_direct_mode_cannot_hold(cfg: config.RigConfig) -> None:
         floor = wakeup.check(fs, RUN_WAKE_CHECK_S, EEG_RT_PRIORITY)
         source = f"{RUN_WAKE_CHECK_S:g}-s check at start"
     if not floor.holds:
-        print(f"mmme-edge: warning: {floor.sentence()} [{source}]; a buffered EEG backend "
-              f"(bridge, cyton) loses nothing", file=sys.stderr, flush=True)
+        print(f"mmme-edge: warning: {floor.sentence()} [{source}]; an EEG backend that "
+              f"buffers in hardware (cyton, the bridge) does not depend on it",
+              file=sys.stderr, flush=True)
 
 
 def _load_config(args: argparse.Namespace) -> config.RigConfig:
