@@ -42,6 +42,11 @@ header or footer is seen (bytes skipped, resync on the next ``0xA0 .. 0xCX``), a
 bit inside the channel data is not. A sample number out of sequence between two
 packets that agree with each other is one bad byte, not 255 lost packets
 (``extra["bad_counter"]``, the packet is discarded).
+
+Why by hand and not on BrainFlow (which supports the Cyton): it hands over decoded rows
+from its own native reader thread, stamped in Unix time; the rig's contract is
+CLOCK_MONOTONIC arrival times and the driver's own loss and bad-byte counters, and the
+33-byte format is a short numpy parser.
 """
 
 from __future__ import annotations
