@@ -90,22 +90,32 @@ def measure(fs_hz: float, seconds: float, rt_priority: int | None) -> dict[str, 
 
 
 class Measurement:
-    """:func:`measure` running in the background (beside the rig): ``ready()``, ``result()``."""
+    """:func:`measure` in the background (beside the rig): ``start()``, ``ready()``,
+    ``result()``. The process is spawned (and its imports done) at construction, so
+    what runs beside the rig after ``start()`` is the wake loop alone."""
 
     def __init__(self, fs_hz: float, seconds: float, rt_priority: int | None) -> None:
-        self.fs_hz, self.seconds = float(fs_hz), float(seconds)
+        self.fs_hz, self.seconds, self._rt = float(fs_hz), float(seconds), rt_priority
         self._pool = mp.get_context("spawn").Pool(1)
-        self._res = self._pool.apply_async(wake_loop, (fs_hz, seconds, rt_priority))
+        self._pool.apply(boot_id)  # the worker is up and has imported this module
+        self._res: Any = None
+
+    def start(self) -> None:
+        self._res = self._pool.apply_async(wake_loop, (self.fs_hz, self.seconds, self._rt))
 
     def ready(self) -> bool:
-        return self._res.ready()
+        return self._res is not None and self._res.ready()
 
     def result(self, timeout_s: float = 60.0) -> dict[str, Any]:
         try:
             return self._res.get(timeout=self.seconds + timeout_s)
         finally:
-            self._pool.close()
-            self._pool.join()
+            self.close()
+
+    def close(self) -> None:
+        """End the worker (again: no-op)."""
+        self._pool.terminate()
+        self._pool.join()
 
 
 @dataclass(frozen=True)

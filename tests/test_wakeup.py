@@ -81,5 +81,7 @@ def test_idle_and_beside_the_rig_make_one_verdict_that_any_miss_breaks() -> None
 
 def test_a_background_measurement_reports_when_done() -> None:
     m = wakeup.Measurement(500.0, 0.2, rt_priority=None)
+    assert not m.ready()  # spawned, not started
+    m.start()
     r = m.result()
     assert m.ready() and r["ticks"] == 100
