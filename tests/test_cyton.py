@@ -314,6 +314,18 @@ def test_a_pulled_dongle_is_reconnected_and_the_gap_is_counted(board: CytonEmula
     assert c.dropped == int((np.diff(index) - 1).sum()) == i1 - i0 - 1
 
 
+def test_a_board_that_goes_silent_returns_no_data_and_says_so(board: CytonEmulator) -> None:
+    drv = Cyton(CytonSettings(port=board.port, channels=CH8, stall_after_s=0.2))
+    drv.open()
+    drv.start()
+    assert collect(drv, 0.2) and not drv.stalled
+    board.stop_answering()
+    collect(drv, 0.1)  # what was on its way
+    assert collect(drv, 0.4) == [] and drv.stalled
+    assert drv.counters.extra["stalls"] == 1 and drv.counters.errors == 0
+    drv.close()
+
+
 # ---------------------------------------------------------------- absent or wrong boards
 
 
