@@ -3,8 +3,8 @@
 The ADS1299 holds one frame: a reader that wakes later than the next DRDY has lost a
 sample, whatever the software does after waking. This bench measures that floor for the
 host alone (the measuring code is :mod:`edge.wakeup`, shared with ``mmme-edge selftest``
-and ``mmme-edge run``). A process at the EEG reader's priority (SCHED_FIFO 50 where allowed) sleeps
-to each tick of a ``fs_hz`` grid and does nothing else; each tick is scored with the
+and ``mmme-edge run``). A process at the EEG reader's priority (SCHED_FIFO 50 where
+allowed) sleeps to each tick of a ``fs_hz`` grid and does nothing else; each tick is scored with the
 driver's own rule (:mod:`sensors.ads1299`): ticks passed while asleep are "overwritten",
 a wake later than ``LATE_READ_PERIODS`` (0.98) periods after the newest tick is a "late
 read". It runs twice: on the idle host, then while the simulated rig runs beside it
