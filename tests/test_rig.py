@@ -66,7 +66,8 @@ def test_selftest_fails_clearly_when_the_eeg_chip_answers_a_wrong_id(tmp_path: P
     cfg = tmp_path / "rig.toml"
     text = config.example_path("sim").read_text()
     cfg.write_text(text.replace("[sim]\n", "[sim]\neeg_chip_id = 0x3C\n"))
-    proc = _run(["selftest", "--sim", "--config", str(cfg)])
+    proc = _run(["selftest", "--sim", "--config", str(cfg)],
+                env={"XDG_CACHE_HOME": str(tmp_path)})
     assert proc.returncode == 1
     assert "FAIL" in proc.stdout and "0x3C" in proc.stdout.upper().replace("0X", "0x")
     assert "Traceback" not in proc.stderr
