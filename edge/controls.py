@@ -43,6 +43,7 @@ class Controls:
         self._queue: queue.Queue[_Action] = queue.Queue(maxsize=32)
         self.closed_recordings: list[str] = []
         self.recorder_counters: list[dict[str, Any]] = []  # per closed recording
+        self.recorder_stats: list[dict[str, Any]] = []  # Recorder.close() per recording
 
     # -- MQTT thread -----------------------------------------------------------------------
     def handle(self, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +90,7 @@ class Controls:
             raise CommandError("not recording")
         rec, self.recording = self.recording, None
         self._sinks.remove(rec)
-        rec.close()
+        self.recorder_stats.append(rec.close())
         self.closed_recordings.append(str(rec.path))
         self.recorder_counters.append(asdict(rec.recorder.counters))
         self._on_state(recording=False)

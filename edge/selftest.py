@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from edge.config import RigConfig
-from edge.runtime import Runtime, StreamTally
 from sensors.blocks import Frame, Marker, SampleBlock
 from sensors.errors import DeviceError
 
@@ -124,16 +123,25 @@ def run_checks(cfg: RigConfig) -> list[Check]:
         rig = open_rig(cfg, duration_s=ACQUIRE_S + 5)
     except DeviceError as exc:
         return [Check("open", False, str(exc))]
+    from edge.processing import LocalOutlet
+    from edge.runtime import build_session
+
     collect = _Collect()
-    runtime = Runtime(rig, [StreamTally(), collect])
-    runtime.start()
+    try:  # the run's chain of sinks, without processing or recording
+        session = build_session(cfg, rig, record=False, outlet=LocalOutlet(),
+                                processing=False, probes=[collect])
+    except BaseException:
+        rig.close()
+        raise
+    runtime = session.runtime
+    session.start()
     t_end = time.monotonic() + ACQUIRE_S
     try:
         while time.monotonic() < t_end:
-            runtime.dispatch(0.01)
+            session.step(0.01)
     finally:
-        runtime.stop()
-        rig.close()
+        session.stop()
+        session.close()
     checks = []
     if cfg.eeg["enabled"]:
         checks.append(check_eeg(collect.blocks.get("eeg", []), float(cfg.eeg["fs_hz"])))

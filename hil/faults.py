@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import subprocess
 import sys
 import time
@@ -125,54 +124,35 @@ def run_with_faults(duration_s: float, faults: Iterable[Fault] = (), *, cfg: Any
                     stall_s: float = 3.0) -> FaultRun:
     """Run the rig for ``duration_s`` with the real runtime and sinks, injecting ``faults``.
 
-    ``sinks`` are extra probes fed after the keeper (they may read it); each may have a
-    ``bind(rig, keeper)`` method, called before the run. ``on_open(rig)`` runs once the
-    rig is open, before it starts (set up faults scheduled in scenario time there);
-    ``at_end(rig)`` after the runtime stopped, before the rig closes (read the bench's
-    truth there): its result is ``FaultRun.extra["at_end"]``.
+    The chain of sinks is the one ``mmme-edge run`` builds
+    (:func:`edge.runtime.session.build_session`); ``sinks`` are extra probes fed after
+    the keeper (they may read it); each may have a ``bind(rig, keeper)`` method, called
+    before the run. Results go to a :class:`~edge.processing.LocalOutlet`, or to the
+    broker when ``cfg`` enables [mqtt]. ``on_open(rig)`` runs once the rig is open,
+    before it starts (set up faults scheduled in scenario time there); ``at_end(rig)``
+    after the runtime stopped, before the rig closes (read the bench's truth there): its
+    result is ``FaultRun.extra["at_end"]``.
     """
-    from edge.clock.keeper import ClockKeeper
-    from edge.processing import LocalOutlet, Processing
+    from edge.processing import LocalOutlet
     from edge.rig import open_rig
-    from edge.runtime import Runtime, StreamTally, _health, summarise
+    from edge.runtime import build_session, summarise
     from edge.service import Notifier, StreamProgress, Watchdog
 
     cfg = cfg if cfg is not None else sim_config()
     pending = sorted(faults, key=lambda f: f.at_s)
     rig = open_rig(cfg, duration_s=duration_s + 10.0)
-    recorder = None
-    proc_sink = None
-    errors: list[str] = []
+    session = None
     try:
         if on_open is not None:
             on_open(rig)
-        tally = StreamTally()
-        keeper = ClockKeeper.from_rig(rig, camera_fps=float(cfg.camera["fps"]))
-        all_sinks: list[Any] = [tally, keeper]
-        if record_dir is not None:
-            from edge.recording.sink import open_recording_sink
-
-            recorder = open_recording_sink(Path(record_dir), rig,
-                                           dataclasses.replace(cfg), clock=keeper)
-            all_sinks.append(recorder)
-        for s in sinks:
-            if hasattr(s, "bind"):
-                s.bind(rig, keeper)
-            all_sinks.append(s)
-        outlet = LocalOutlet(limit=5000)
-        if processing:
-            infos = {i.name: i for i in rig.stream_infos()}
-            proc_sink = Processing(
-                infos, float(cfg.camera["fps"]), outlet, fusion=None,
-                mains_hz=float(cfg.features["mains_hz"]),
-                record_event=(recorder.recorder.write_event if recorder is not None
-                              else None), remap=keeper.remap)
-            all_sinks.append(proc_sink)
-        runtime = Runtime(rig, all_sinks)
+        session = build_session(
+            cfg, rig, record_dir=record_dir, record=record_dir is not None,
+            outlet=None if cfg.mqtt["enabled"] else LocalOutlet(limit=5000),
+            processing=processing, probes=sinks)
+        tally, keeper, runtime = session.tally, session.keeper, session.runtime
         progress = StreamProgress(lambda: {n: t.received for n, t in tally.tallies.items()},
                                   rig.stream_names(), stall_s=stall_s)
         dog = Watchdog(Notifier(address=""), progress, interval_s=0.5)
-        psutil_proc = _psutil_self()
         fault_times: dict[str, float] = {}
         timeline: list[Snapshot] = []
         if rig.bench is not None:
@@ -180,7 +160,7 @@ def run_with_faults(duration_s: float, faults: Iterable[Fault] = (), *, cfg: Any
             # t = 0 (bench t0_ns, LEAD_IN_S after the bench was built) kills its thread.
             time.sleep(max(rig.bench.t0_ns - monotonic_ns(), 0) / 1e9 + 0.05)
         t0 = time.monotonic()
-        runtime.start()
+        session.start()
         dog.start()
         stalled_ever = False
         try:
@@ -191,54 +171,42 @@ def run_with_faults(duration_s: float, faults: Iterable[Fault] = (), *, cfg: Any
                     f = pending.pop(0)
                     f.action(rig)
                     fault_times[f.name] = time.monotonic() - t0
-                runtime.dispatch(0.005)
-                if proc_sink is not None:
-                    proc_sink.tick()
+                session.step(0.005)
                 if now >= next_snap:
                     next_snap += sample_every_s
                     stalled_ever = stalled_ever or dog.stalled
-                    health = _health(tally, rig, psutil_proc, outlet, recorder, keeper,
-                                     last_health)
                     timeline.append(_snapshot(now - t0, tally, rig, runtime, keeper,
-                                              dog, health))
+                                              dog, session.health(last_health)))
         finally:
             dog.stop(None)
-            runtime.stop()
-            with contextlib.suppress(Exception):
-                keeper.flush()
-            if proc_sink is not None:
-                proc_sink.close()
+            session.stop()
         wall = time.monotonic() - t0
         end_result = at_end(rig) if at_end is not None else None
         summary = summarise(tally, rig, runtime, 0.0, wall, 0.0, keeper)
-        errors += runtime.errors + (proc_sink.errors if proc_sink is not None else [])
-        rec_stats = recorder.close() if recorder is not None else None
-        recorder = None
+        errors = session.errors
+        session.close()
+        controls, proc_sink, outlet = session.controls, session.processing, session.outlet
         return FaultRun(
             duration_s=wall, fault_times=fault_times, timeline=timeline, summary=summary,
             counters={n: rig.counter_detail(n) for n in rig.stream_names()},
-            clock=keeper.state(), outlet_counts=dict(outlet.counts),
-            outlet_messages=list(outlet.messages),
+            clock=keeper.state(), outlet_counts=dict(getattr(outlet, "counts", {})),
+            outlet_messages=list(getattr(outlet, "messages", [])),
             processing=dict(proc_sink.counters) if proc_sink is not None else {},
             errors=errors,
             watchdog={"pets": dog.pets, "ready": dog.ready_sent, "stalled": dog.stalled,
                       "stalled_ever": stalled_ever},
-            recorder=rec_stats,
+            recorder=controls.recorder_stats[-1] if controls.recorder_stats else None,
             extra={"tallies": {n: dataclasses.asdict(t) for n, t in tally.tallies.items()},
                    "queue_dropped": {n: q.dropped_weight for n, q in runtime.queues.items()},
-                   "markers": len(tally.markers), "at_end": end_result},
+                   "markers": len(tally.markers), "at_end": end_result,
+                   "sinks": runtime.sink_report(),
+                   "recordings": list(controls.closed_recordings)},
         )
     finally:
-        if recorder is not None:
-            with contextlib.suppress(Exception):
-                recorder.close()
-        rig.close()
-
-
-def _psutil_self() -> Any:
-    import psutil
-
-    return psutil.Process(os.getpid())
+        if session is not None:
+            session.close()  # once: a no-op after the close above
+        else:
+            rig.close()
 
 
 def _snapshot(t_s: float, tally: Any, rig: Any, runtime: Any, keeper: Any, dog: Any,
