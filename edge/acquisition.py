@@ -30,7 +30,7 @@ _ERRORS = {cls.__name__: cls for cls in DeviceError.__subclasses__()} | {
     "DeviceError": DeviceError}
 
 
-def _set_realtime(priority: int | None) -> str:
+def set_realtime(priority: int | None) -> str:
     if not priority:
         return "normal"
     try:
@@ -48,7 +48,7 @@ def _child(factory: Callable[[], Any], conn: Connection, rt_priority: int | None
     except Exception as exc:
         conn.send(("error", type(exc).__name__, str(exc)))
         return
-    sched = _set_realtime(rt_priority)
+    sched = set_realtime(rt_priority)
     # Everything built so far lives for the whole run: keep the cyclic GC from walking it,
     # so a collection cannot stall the DRDY reader for milliseconds.
     gc.freeze()

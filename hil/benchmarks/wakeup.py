@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from edge import config
-from edge.acquisition import _set_realtime
+from edge.acquisition import set_realtime
 from edge.rig import EEG_RT_PRIORITY
 from sensors.ads1299 import LATE_READ_PERIODS
 
@@ -45,7 +45,7 @@ def serve(now_ns: int, t0_ns: int, period_ns: int, k: int, n: int) -> tuple[int,
 
 def wake_loop(fs_hz: float, seconds: float, rt_priority: int | None) -> dict[str, Any]:
     """Sleep to every tick of an ``fs_hz`` grid for ``seconds``; score each as the driver."""
-    sched = _set_realtime(rt_priority)
+    sched = set_realtime(rt_priority)
     period = round(1e9 / fs_hz)
     n = int(seconds * fs_hz)
     late = np.empty(n, dtype=np.int64)  # wake - the tick it slept for
