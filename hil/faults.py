@@ -15,11 +15,8 @@ Fault helpers for what the bench has no one-call switch for:
 - :func:`corrupt_hub` turns on the hub emulator's byte corruption and logs the sequence
   number of every frame it damaged, so "every clean frame delivered" is checkable.
 - :func:`step_hub_clock` steps the hub MCU's clock (its microsecond timestamps jump)
-  while its sample pace carries on. ``hil.sim.crystal.Crystal.step`` alone moves the
-  emulator's sample grid too (a burst of samples whose truth host times, from
-  ``Crystal.host_ns`` which ignores steps, lie in the future); :class:`SteppedCrystal`
-  inverts the steps and the emulator's grid is shifted with the step, so the truth table
-  stays exact.
+  while its sample pace carries on (the emulator's public ``step_clock`` hook, which keeps
+  its truth table exact with a :class:`~hil.sim.crystal.SteppedCrystal`).
 - :func:`cpu_hogs` starts busy-loop child processes (CPU starvation) and ends them by pid.
 - EEG faults go into the acquisition process through
   :meth:`edge.acquisition.ProcessDriver.inject` (e.g. ``"stick_drdy"``).
@@ -39,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from hil.sim.crystal import Crystal
+from hil.sim.crystal import SteppedCrystal
 from sensors import hub_protocol as hp
 from sensors.blocks import monotonic_ns
 
@@ -242,61 +239,33 @@ class CorruptionLog:
 def corrupt_hub(hub_emu: Any, rate: float, log: CorruptionLog | None = None) -> CorruptionLog:
     """``hub_emu.corrupt(rate)``, with every damaged frame's sequence number logged.
 
-    Wraps the emulator's (private) ``_maybe_corrupt``: DATA frames go out in batches of
-    equal-length frames, so a flipped byte at offset ``o`` belongs to frame ``o // len``.
+    DATA frames go out in batches of equal-length frames, so a flipped byte at offset
+    ``o`` of a batch belongs to frame ``o // len``.
     """
     log = log if log is not None else CorruptionLog()
-    inner = hub_emu._maybe_corrupt
+    flen = hp.OVERHEAD + hp.data_payload_len(5)
 
-    def logged(data: bytes) -> bytes:
-        out = inner(data)
-        if out is data or out == data:
-            return out
-        a = np.frombuffer(data, dtype=np.uint8)
-        b = np.frombuffer(out, dtype=np.uint8)
-        flen = hp.OVERHEAD + hp.data_payload_len(5)
+    def logged(clean: bytes, damaged: bytes) -> None:
+        a = np.frombuffer(clean, dtype=np.uint8)
+        b = np.frombuffer(damaged, dtype=np.uint8)
         if a.size % flen == 0:
             frames = a.reshape(-1, flen)
             seq = frames[:, hp.HEADER_LEN:hp.HEADER_LEN + 4].copy().view("<u4").ravel()
             hit = np.unique(np.flatnonzero(a != b) // flen)
             log.seqs.update(int(s) for s in seq[hit])
             log.bytes_hit += int(np.count_nonzero(a != b))
-        return out
 
-    hub_emu._maybe_corrupt = logged
-    hub_emu.corrupt(rate)
+    hub_emu.corrupt(rate, on_corrupted=logged)
     return log
-
-
-class SteppedCrystal(Crystal):
-    """A :class:`Crystal` whose ``host_ns`` also inverts forward clock steps."""
-
-    def host_ns(self, device_s: np.ndarray | float) -> np.ndarray:
-        d = np.asarray(device_s, dtype=np.float64)
-        for at_ns, step_s in self.steps:
-            after = Crystal.device_s(self, at_ns)  # device reading just after the step
-            d = np.where(d >= after, d - step_s, d)
-        return Crystal.host_ns(self, d)
 
 
 def step_hub_clock(hub_emu: Any, seconds: float) -> int:
     """Step the hub MCU's clock by ``seconds`` (> 0) now; returns the step's host ns.
 
-    The MCU's microsecond timestamps jump; its sample pace (sequence numbers) carries
-    on. Reaches into the emulator's private sample grid (test bench only).
+    ``HubEmulator.step_clock``: its microsecond timestamps jump while its sample pace
+    carries on, and its truth table stays exact.
     """
-    if seconds <= 0:
-        raise ValueError("step_hub_clock: forward steps only")
-    with hub_emu._lock:
-        hub_emu._sample_and_send()  # what was due before the step keeps its true times
-        old = hub_emu.crystal
-        new = SteppedCrystal(ppm=old.ppm, origin_host_ns=old.origin_host_ns,
-                             origin_device_s=old.origin_device_s, steps=list(old.steps))
-        at = monotonic_ns()
-        new.step(at, seconds)
-        hub_emu.crystal = new
-        hub_emu._grid_dev_s += seconds
-    return at
+    return int(hub_emu.step_clock(seconds))
 
 
 # ---------------------------------------------------------------------- CPU starvation
