@@ -504,3 +504,15 @@ def test_render_cost_leaves_room_for_200_fps() -> None:
     for name, (p50, p99) in costs.items():
         print(f"render {name:6s} p50 {p50:.3f} ms  p99 {p99:.3f} ms (CPU time, 320x240)")
     assert costs["worst"][0] < 3.0  # CPU time: a busy shared machine does not inflate it
+
+
+def test_the_shipped_photograph_is_the_grey_astronaut_pixel_for_pixel() -> None:
+    """hil/sim/astronaut_grey.png is skimage's astronaut() through COLOR_RGB2GRAY, lossless."""
+    import hashlib
+
+    from hil.sim.face_render import photograph_u8
+
+    img = photograph_u8()
+    assert img.shape == (512, 512) and img.dtype == np.uint8
+    assert hashlib.sha256(img.tobytes()).hexdigest() == (
+        "5492ee081c90c2bb57bcdf9a2a43866ea52f2a1906d4d26fc70e0d895a8105dd")
