@@ -147,8 +147,9 @@ class Session:
 def build_session(cfg: RigConfig, rig: Rig, *, record_dir: str | Path | None = None,
                   record: bool | None = None, outlet: Any = None, fusion: Any = None,
                   processing: bool = True, probes: Iterable[Any] = ()) -> Session:
-    """The rig's chain of sinks: tally, clock keeper, ``probes``, processing, and the
-    recording (opened by the controls when ``record``, default ``cfg.rig["record"]``).
+    """The rig's chain of sinks, in the order each item reaches them: tally, clock keeper,
+    the recording (opened now by the controls when ``record``, default
+    ``cfg.rig["record"]``; later ones join at the end), ``probes``, processing.
 
     ``outlet`` defaults to the MQTT publisher when [mqtt] is enabled (commands go to the
     controls), else a :class:`~edge.processing.LocalOutlet`. A probe with a
@@ -163,35 +164,37 @@ def build_session(cfg: RigConfig, rig: Rig, *, record_dir: str | Path | None = N
     # The clock keeper comes before the recorder, which writes its clock states.
     keeper = ClockKeeper.from_rig(rig, camera_fps=float(cfg.camera["fps"]))
     sinks: list[Any] = [tally, keeper]
-    for p in probes:
-        if hasattr(p, "bind"):
-            p.bind(rig, keeper)
-        sinks.append(p)
     out_dir = Path(record_dir or cfg.rig["data_dir"])
 
     def open_recording(session: str | None = None, subject: str | None = None) -> Any:
         return open_recording_sink(out_dir, rig, cfg, clock=keeper, session=session,
                                    subject=subject)
 
-    holder: dict[str, Session] = {}
+    # The parts call back into the outlet (status) and the session (health, events to the
+    # recording), which exist only once they are built: they reach them through ``late``.
+    late: dict[str, Any] = {}
     controls = Controls(sinks, open_recording, on_state=lambda **kw: getattr(
-        holder["s"].outlet, "update_status", _noop)(**kw))
+        late["outlet"], "update_status", _noop)(**kw))
     if outlet is None:
         outlet = open_outlet(cfg, rig, getattr(fusion, "version", "none"), controls.handle)
+    late["outlet"] = outlet
+    if cfg.rig["record"] if record is None else record:
+        controls.handle_now("start_recording")  # the recorder right after the keeper
+    for p in probes:
+        if hasattr(p, "bind"):
+            p.bind(rig, keeper)
+        sinks.append(p)
     proc_sink = None
     if processing:
         infos = {i.name: i for i in rig.stream_infos()}
         proc_sink = Processing(
             infos, float(cfg.camera["fps"]), outlet, fusion=fusion,
             mains_hz=float(cfg.features["mains_hz"]),
-            health=lambda: holder["s"].health(),
-            record_event=lambda *a: holder["s"].record_event(*a), remap=keeper.remap)
+            health=lambda: late["session"].health(),
+            record_event=lambda *a: late["session"].record_event(*a), remap=keeper.remap)
         sinks.append(proc_sink)
-    session = Session(cfg, rig, tally, keeper, controls, outlet, proc_sink,
-                      Runtime(rig, sinks))
-    holder["s"] = session
-    if cfg.rig["record"] if record is None else record:
-        controls.handle_now("start_recording")
+    late["session"] = session = Session(cfg, rig, tally, keeper, controls, outlet, proc_sink,
+                                        Runtime(rig, sinks))
     return session
 
 
