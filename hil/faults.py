@@ -1,14 +1,14 @@
 """Fault injection on the whole rig: run it in-process for N seconds, break things on cue.
 
 :func:`run_with_faults` opens the simulated rig (``edge.rig.open_rig``: the real drivers
-on the bench's seams), feeds the real :class:`edge.runtime.Runtime` into the real sinks
-(:class:`~edge.runtime.StreamTally`, :class:`~edge.clock.keeper.ClockKeeper`,
-:class:`~edge.processing.Processing` with a :class:`~edge.processing.LocalOutlet`, and the
-recorder when asked), runs the systemd :class:`~edge.service.Watchdog` logic on the
-streams, and calls each :class:`Fault`'s action at its time. Every ``sample_every_s`` it
-notes what a person or the health message would see (per-stream received counts, the
-drivers' counters, the hub's ``connected``, the watchdog's ``stalled``, the clock
-keeper's state, the health body). It returns a :class:`FaultRun`.
+on the bench's seams), builds the session ``mmme-edge run`` builds
+(:func:`edge.runtime.build_session`: tally, clock keeper, the recorder when asked,
+processing with a :class:`~edge.processing.LocalOutlet` unless [mqtt] is on), runs the
+systemd :class:`~edge.service.Watchdog` logic on the streams, and calls each
+:class:`Fault`'s action at its time. Every ``sample_every_s`` it notes what a person or
+the health message would see (per-stream received counts, the drivers' counters, the
+hub's ``connected``, the watchdog's ``stalled``, the clock keeper's state, the health
+body). It returns a :class:`FaultRun`.
 
 Fault helpers for what the bench has no one-call switch for:
 
