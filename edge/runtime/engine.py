@@ -245,8 +245,8 @@ class Runtime:
         f.last_error = f"{type(exc).__name__}: {exc}"[:300]
         if f.in_a_row >= self.reset_after:
             f.in_a_row = 0
-            f.resets += 1
             if isinstance(sink, ResettableSink):
+                f.resets += 1
                 try:
                     sink.reset()
                 except Exception as reset_exc:  # counted, the rig carries on
