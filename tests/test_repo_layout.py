@@ -51,3 +51,10 @@ def test_missing_shared_data_skips_locally_and_fails_in_ci(monkeypatch) -> None:
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="no-such-file"):
         shared_path("no-such-file")
+
+
+def test_no_module_of_ours_shadows_the_standard_library() -> None:
+    ours = [p for pkg in ("edge", "sensors", "hil", "models") for p in (ROOT / pkg).rglob("*.py")]
+    names = {p.stem if p.stem != "__init__" else p.parent.name for p in ours}
+    assert len(ours) > 50
+    assert not names & set(sys.stdlib_module_names), names & set(sys.stdlib_module_names)
