@@ -34,8 +34,11 @@ class Controls:
 
     def __init__(self, sinks: list[Any], open_recording: Callable[[str, str], Any],
                  recording: Any | None = None, on_state: Callable[..., None] | None = None,
-                 session: str = "ses01", subject: str = "sub01") -> None:
+                 session: str = "ses01", subject: str = "sub01",
+                 deliver: Callable[[str, list[Any]], None] | None = None) -> None:
         self._sinks = sinks
+        # How a software marker reaches the sinks: the runtime's guarded fan-out, when given.
+        self._deliver = deliver
         self._open_recording = open_recording
         self.recording = recording
         self.session, self.subject = session, subject
@@ -104,6 +107,9 @@ class Controls:
 
     def _do_insert_marker(self, args: dict[str, Any]) -> dict[str, Any]:
         marker = Marker(int(args["code"]), monotonic_ns())
-        for sink in self._sinks:
-            sink.on_marker(marker)
+        if self._deliver is not None:
+            self._deliver("on_marker", [marker])
+        else:
+            for sink in self._sinks:
+                sink.on_marker(marker)
         return {"code": marker.code, "t_ns": marker.t_ns}

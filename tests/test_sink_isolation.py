@@ -104,3 +104,32 @@ def test_a_sink_that_always_raises_loses_nothing_and_stops_nothing(
     assert last["failures"] > 0
     assert last["last_error"].startswith("RuntimeError: probe failure")
     assert messages.validate("health", failing[-1]) == []
+
+
+class MarkerWitness(Witness):
+    def __init__(self) -> None:
+        super().__init__()
+        self.markers: list[int] = []
+
+    def on_marker(self, marker: Any) -> None:
+        self.markers.append(marker.code)
+
+
+def test_a_software_marker_passes_a_broken_sink_and_the_command_succeeds() -> None:
+    from edge.processing import LocalOutlet
+    from edge.rig import open_rig
+    from edge.runtime import build_session
+
+    cfg = sim_config(camera=False)
+    rig = open_rig(cfg, duration_s=5.0)
+    broken, witness = Broken(), MarkerWitness()
+    try:
+        session = build_session(cfg, rig, record=False, outlet=LocalOutlet(),
+                                processing=False, probes=[broken, witness])
+        ack = session.controls.handle_now("insert_marker", {"code": 7})
+        assert ack["code"] == 7
+        assert witness.markers == [7]
+        assert [m.code for m in session.tally.markers] == [7]
+        assert session.runtime.sink_report()["broken_probe"]["failures"] == 1
+    finally:
+        rig.close()

@@ -205,32 +205,33 @@ class Runtime:
             p.start()
 
     def dispatch(self, timeout_s: float) -> int:
-        """Hand everything queued to the sinks; returns how many items moved.
-
-        Each item reaches every sink even when one of them raises: what was drained is
-        never lost to another stage's bug.
-        """
+        """Hand everything queued to the sinks; returns how many items moved."""
         moved = 0
         for name, q in self.queues.items():
             items = q.drain()
             if not items:
                 continue
             moved += len(items)
-            method = ("on_frame" if name == "camera" else
-                      "on_marker" if name == "markers" else "on_block")
-            calls = [(sink, getattr(sink, method)) for sink in self.sinks]
-            for item in items:  # item by item, every sink in order (the keeper first)
-                for sink, call in calls:
-                    try:
-                        call(item)
-                    except Exception as exc:
-                        self.note_failure(sink, exc)
-                    else:
-                        if self.sink_failures:
-                            self._ok(sink)
+            self.deliver("on_frame" if name == "camera" else
+                         "on_marker" if name == "markers" else "on_block", items)
         if not moved:
             time.sleep(timeout_s)
         return moved
+
+    def deliver(self, method: str, items: list[Any]) -> None:
+        """Each item to every sink's ``method``, in order (the keeper first), each call
+        guarded: an item reaches every sink even when one of them raises, so what was
+        drained is never lost to another stage's bug."""
+        calls = [(sink, getattr(sink, method)) for sink in self.sinks]
+        for item in items:
+            for sink, call in calls:
+                try:
+                    call(item)
+                except Exception as exc:
+                    self.note_failure(sink, exc)
+                else:
+                    if self.sink_failures:
+                        self._ok(sink)
 
     def _ok(self, sink: object) -> None:
         f = self.sink_failures.get(sink_name(sink))

@@ -174,7 +174,8 @@ def build_session(cfg: RigConfig, rig: Rig, *, record_dir: str | Path | None = N
     # recording), which exist only once they are built: they reach them through ``late``.
     late: dict[str, Any] = {}
     controls = Controls(sinks, open_recording, on_state=lambda **kw: getattr(
-        late["outlet"], "update_status", _noop)(**kw))
+        late["outlet"], "update_status", _noop)(**kw),
+        deliver=lambda method, items: late["session"].runtime.deliver(method, items))
     if outlet is None:
         outlet = open_outlet(cfg, rig, getattr(fusion, "version", "none"), controls.handle)
     late["outlet"] = outlet
