@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,11 +40,11 @@ CNT = REAL_EEG / "scan41_short.cnt"
 def corpus(tmp_path_factory):
     """Two subjects' sessions, imported; (root, {subject: (recording, truth, report)})."""
     root = tmp_path_factory.mktemp("mmme")
+    truths = {subj: write_session(root / "release", LabSession(
+        subject=subj, seed=k, cam_ppm=60.0 - 90 * k, wall_start=f"2019-05-{14 + k}T10:32:05.250"))
+        for k, subj in enumerate(("S01", "S02"))}
     out = {}
-    for k, subj in enumerate(("S01", "S02")):
-        truth = write_session(root / "release", LabSession(
-            subject=subj, seed=k, cam_ppm=60.0 - 90 * k,
-            wall_start=f"2019-05-{14 + k}T10:32:05.250"))
+    for subj, truth in truths.items():
         rec = root / "recordings" / subj / f"{subj}.mcap"
         rec.parent.mkdir(parents=True)
         assert cli(["import-mmme", str(root / "release" / subj), "--out", str(rec)]) == 0
@@ -176,14 +177,14 @@ def test_partial_and_bad_sessions_say_what_and_import_the_rest(corpus, tmp_path,
     bad = tmp_path / "partial"
     (bad / "BIOPAC").mkdir(parents=True)
     (bad / "BIOPAC" / "Untitled1 (001).mat").write_bytes(b"not matlab")
-    os.symlink(s / "Camera", bad / "Camera")
+    shutil.copytree(s / "Camera", bad / "Camera")
     (bad / "Camera2").mkdir()
-    (bad / "Camera2" / "snapshot.tif").write_bytes(b"")
+    (bad / "Camera2" / "snapshot.tif").write_bytes(b"")  # a stray file elsewhere
     rec_path = tmp_path / "partial.mcap"
     assert cli(["import-mmme", str(bad), "--out", str(rec_path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert any("polygraph not imported" in p and "MATLAB" in p for p in report["problems"])
-    assert any("not named" in p for p in report["problems"])
+    assert any("frames in 2 folders" in p for p in report["problems"])
     rec = open_recording(rec_path, frames=False)
     assert rec.frame_t_ns.size > 800 and not rec.streams  # the frames, on their own clock
     # Nothing importable: one line, exit 2, no file.

@@ -236,9 +236,14 @@ def find_session(root: Path | None, eeg: Path | None = None, polygraph: Path | N
     if s.frames is None:
         tifs = [p for pat in ("*.tif", "*.tiff") for p in root.rglob(pat)]
         if tifs:
-            dirs = sorted({p.parent for p in tifs}, key=lambda d: -sum(
-                1 for p in tifs if p.parent == d))
-            s.frames = dirs[0] if len(dirs) == 1 else root
+            count: dict[Path, int] = {}
+            for p in tifs:
+                count[p.parent] = count.get(p.parent, 0) + 1
+            dirs = sorted(count, key=lambda d: (-count[d], str(d)))
+            s.frames = dirs[0]
+            if len(dirs) > 1:
+                s.notes.append(f"frames in {len(dirs)} folders; using "
+                               f"{dirs[0].relative_to(root)} ({count[dirs[0]]} files)")
     if s.coding is None:
         for d in (root, root.parent):
             for n in ("coding.csv", "coding.xlsx", "coding_file.xlsx"):
