@@ -18,17 +18,34 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def _data_paragraph(m: dict) -> list[str]:
+    d = m.get("data") or {"simulated": True}
+    if d.get("simulated", True):
+        return [
+            "**Trained on simulated data only.** Every number below comes from a simulated "
+            "cohort (the HIL scenario, physiology, EEG and face renderer of this repository), "
+            "not from people. It shows that the pipeline, the quantization and the runtime "
+            "work end to end; it says nothing about accuracy on real micro-expressions. "
+            "Retrain on real data (`python -m models.train --data DIR`) before drawing any "
+            "conclusion."]
+    files = d.get("files", [])
+    shown = ", ".join(f"`{f}`" for f in files[:20]) + (f" and {len(files) - 20} more"
+                                                       if len(files) > 20 else "")
+    per = ", ".join(f"{k} {v}" for k, v in d.get("events_per_subject", {}).items())
+    return [
+        f"**Trained on the recordings in `{d.get('path')}`** (`python -m models.train "
+        f"--data`): {len(files)} recording(s) ({shown or 'MMME folder layout'}); labelled "
+        f"events per subject: {per}. The figures below are only as good as that data: "
+        "check how many subjects and events it holds before reading them."]
+
+
 def write_card(path: Path, m: dict) -> None:
     q = m["quantization"]
     periph = ", ".join(f"{n}/{s:g}" for n, s in zip(PERIPH_NAMES, PERIPH_SCALE, strict=True))
     lines = [
         "# mmme_fusion_int8.tflite",
         "",
-        "**Trained on simulated data only.** Every number below comes from a simulated "
-        "cohort (the HIL scenario, physiology, EEG and face renderer of this repository), "
-        "not from people. It shows that the pipeline, the quantization and the runtime work "
-        "end to end; it says nothing about accuracy on real micro-expressions. Retrain on "
-        "real data (`python -m models.train --data DIR`) before drawing any conclusion.",
+        *_data_paragraph(m),
         "",
         f"- data: {m['source']}; {m['n_events']} events, {m['n_subjects']} subjects; "
         f"composite counts {m['class_counts']['composite']} ({', '.join(COMPOSITES)}), "
