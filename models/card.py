@@ -39,6 +39,16 @@ def _data_paragraph(m: dict) -> list[str]:
         "check how many subjects and events it holds before reading them."]
 
 
+def _reproduce(m: dict) -> str:
+    folds = 0 if m.get("folds", 0) == m.get("n_subjects") else m.get("folds", 0)
+    d = m.get("data") or {"simulated": True}
+    if d.get("simulated", True):
+        return (f"`make train` (= `python -m models.train --seed {m['seed']} --folds {folds} "
+                "--out models/`")
+    return (f"`python -m models.train --data {d.get('path')} --seed {m['seed']} "
+            f"--folds {folds} --epochs {m['epochs']}` (in `.venv-train`")
+
+
 def write_card(path: Path, m: dict) -> None:
     q = m["quantization"]
     periph = ", ".join(f"{n}/{s:g}" for n, s in zip(PERIPH_NAMES, PERIPH_SCALE, strict=True))
@@ -59,9 +69,8 @@ def write_card(path: Path, m: dict) -> None:
         f"{m['latency']['p90_us']:.0f} us per event (quantize + invoke + dequantize, one "
         "thread, ai-edge-litert, x86_64 dev machine shared with other work; "
         "`mmme-hil bench model` re-measures)",
-        f"- reproduce: `make train` (= `python -m models.train --seed {m['seed']} "
-        f"--folds {0 if m.get('folds', 0) == m.get('n_subjects') else m.get('folds', 0)} "
-        f"--out models/`; {m['train_seconds'] / 60:.1f} min here); versions {m['versions']}",
+        f"- reproduce: {_reproduce(m)}; {m['train_seconds'] / 60:.1f} min here); "
+        f"versions {m['versions']}",
         "",
         "## Inputs (all int8; float = (q - zero_point) * scale)",
         "",

@@ -6,7 +6,8 @@ FeaturePipeline + edge.fusion.event_inputs), so training and the device agree.
 1. Rig recordings (``*.mcap`` from edge/recording/recorder.py) with labelled events: every event
    on the recording's ``/events`` topic whose ``payload`` has ``onset_ns``, ``apex_ns``
    and ``emotion`` (the spotter's interval plus the emotion a coder assigned). Subject =
-   the file's parent folder name.
+   the file's parent folder name. ``mmme-edge import-mmme`` writes the MMME release's
+   sessions this way (``ground_truth`` events from the coding file).
 2. MMME layout (one folder)::
 
        coding.csv | coding.xlsx   MMME coding file (edge.evaluation.annotations.read_mmme_coding)

