@@ -197,6 +197,19 @@ def test_partial_and_bad_sessions_say_what_and_import_the_rest(corpus, tmp_path,
     assert not (tmp_path / "x.mcap").exists()
 
 
+def test_the_real_coding_file_is_read_and_its_rows_kept_to_their_own_sessions(corpus, tmp_path):
+    coding = REPO.parent / "shared" / "data" / "mmme" / "coding_file.xlsx"
+    root, _ = corpus
+    rec_path = tmp_path / "s.mcap"
+    assert cli(["import-mmme", str(root / "release" / "S01"), "--coding", str(coding),
+                "--out", str(rec_path)]) == 0
+    report = next(s for s in open_recording(rec_path, frames=False).status
+                  if s["device"] == "mmme-import")["state"]
+    # 944 real rows, none recorded on the fixture's day and time.
+    assert report["coding"] == {"rows": 944, "placed": 0, "other_sessions": 944,
+                                "not_placed": 0}
+
+
 def test_models_dataset_reads_imported_sessions_with_their_labels(corpus):
     from models.dataset import load_dir
 
