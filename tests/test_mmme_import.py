@@ -180,6 +180,7 @@ def test_partial_and_bad_sessions_say_what_and_import_the_rest(corpus, tmp_path,
     (bad / "BIOPAC").mkdir(parents=True)
     (bad / "BIOPAC" / "Untitled1 (001).mat").write_bytes(b"not matlab")
     shutil.copytree(s / "Camera", bad / "Camera")
+    sorted((bad / "Camera").iterdir())[500].write_bytes(b"torn")  # a named frame, unreadable
     (bad / "Camera2").mkdir()
     (bad / "Camera2" / "snapshot.tif").write_bytes(b"")  # a stray file elsewhere
     rec_path = tmp_path / "partial.mcap"
@@ -187,6 +188,7 @@ def test_partial_and_bad_sessions_say_what_and_import_the_rest(corpus, tmp_path,
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert any("polygraph not imported" in p and "MATLAB" in p for p in report["problems"])
     assert any("frames in 2 folders" in p for p in report["problems"])
+    assert any("1 frame files could not be read" in p for p in report["problems"])
     rec = open_recording(rec_path, frames=False)
     assert rec.frame_t_ns.size > 800 and not rec.streams  # the frames, on their own clock
     # Nothing importable: one line, exit 2, no file.

@@ -283,20 +283,15 @@ def hub_stream(p: PolygraphFile) -> tuple[StreamInfo, np.ndarray]:
     return StreamInfo("hub", p.fs_hz, names, units, scale, (0.0,) * 10, "sample"), raw
 
 
-def _blocks(info: StreamInfo, raw: np.ndarray, host_ns: np.ndarray, status: np.ndarray,
-            ) -> list[SampleBlock]:
-    n = raw.shape[0]
-    step = max(int(BLOCK_S * info.fs_hz), 1)
-    idx = np.arange(n, dtype=np.int64)
-    scale, off = np.asarray(info.scale), np.asarray(info.offset)
-    out = []
-    for a in range(0, n, step):
-        b = min(a + step, n)
-        r = raw[a:b]
-        out.append(SampleBlock(info.name, idx[a:b].copy(), idx[a:b].copy(), host_ns[a:b].copy(),
-                               r, r * scale + off, np.zeros(b - a, np.uint8),
-                               status[a:b].astype(np.uint32)))
-    return out
+def _block(info: StreamInfo, raw: np.ndarray, host_ns: np.ndarray, status: np.ndarray,
+           a: int, b: int) -> SampleBlock:
+    """Samples a..b as one block (built when written: a long session's blocks never all
+    sit in memory; the recorder stores ``raw``, so ``values`` is computed per block)."""
+    idx = np.arange(a, b, dtype=np.int64)
+    r = raw[a:b]
+    values = r * np.asarray(info.scale) + np.asarray(info.offset)
+    return SampleBlock(info.name, idx, idx.copy(), host_ns[a:b].copy(), r, values,
+                       np.zeros(b - a, np.uint8), status[a:b].astype(np.uint32))
 
 
 # ---------------------------------------------------------------- ground truth
@@ -514,8 +509,7 @@ def import_session(files: SessionFiles, out: Path, opts: ImportOptions | None = 
         report["streams"]["hub"].update(samples=int(raw.shape[0]), fs_hz=info.fs_hz)
     camera_meta = None
     if frames is not None and "camera" in t_ns:
-        first = load_luma(frames.paths[0], *_native_size(frames.paths[0]))
-        h0, w0 = first.shape
+        w0, h0 = _native_size(frames.paths)
         w = min(opts.camera_width, w0) if opts.camera_width > 0 else w0
         h = max(2, round(h0 * w / w0 / 2) * 2)
         camera_meta = {"store": "lossless", "width": w, "height": h, "fps": opts.fps,
@@ -575,7 +569,9 @@ def import_session(files: SessionFiles, out: Path, opts: ImportOptions | None = 
     rec = Recorder(out, infos, camera=camera_meta,
                    clock_origin=(wall_origin + ORIGIN_NS, ORIGIN_NS) if wall_origin else None)
     try:
-        _write(rec, data, t_ns, frames, seq, camera_meta)
+        unreadable = _write(rec, data, t_ns, frames, seq, camera_meta)
+        if unreadable:
+            problems.append(f"camera: {unreadable} frame files could not be read (left out)")
         for m in markers:
             _put(rec, rec.write_marker, m)
         for o, d in other:
@@ -599,13 +595,15 @@ def import_session(files: SessionFiles, out: Path, opts: ImportOptions | None = 
     return report
 
 
-def _native_size(path: Path) -> tuple[int, int]:
+def _native_size(paths: list[Path]) -> tuple[int, int]:
+    """(width, height) of the first frame file that reads."""
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise LayoutError(f"{path.name}: not a readable image")
-    return int(img.shape[1]), int(img.shape[0])
+    for p in paths:
+        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if img is not None:
+            return int(img.shape[1]), int(img.shape[0])
+    raise LayoutError(f"none of the {len(paths)} frame files is a readable image")
 
 
 def _put(rec: Any, write: Any, *args: Any) -> None:
@@ -619,29 +617,33 @@ def _put(rec: Any, write: Any, *args: Any) -> None:
 
 def _write(rec: Any, data: dict[str, tuple[StreamInfo, np.ndarray, np.ndarray]],
            t_ns: dict[str, np.ndarray], frames: FrameList | None, seq: np.ndarray,
-           camera_meta: dict[str, Any] | None) -> None:
-    """Blocks and frames in time order, one second at a time (frames read lazily)."""
-    blocks = {k: _blocks(info, raw, t_ns[k], st) for k, (info, raw, st) in data.items()}
-    items: list[tuple[int, int, Any]] = [(int(b.host_t_ns[0]), 0, b) for bl in blocks.values()
-                                         for b in bl]
+           camera_meta: dict[str, Any] | None) -> int:
+    """Blocks (``BLOCK_S`` each) and frames in time order, each read or built when it is
+    written; returns how many frame files could not be read."""
+    items: list[tuple[int, int, str, int]] = []  # (t_ns, kind, stream, start or frame)
+    for k, (info, raw, _) in data.items():
+        step = max(int(BLOCK_S * info.fs_hz), 1)
+        items += [(int(t_ns[k][a]), 0, k, a) for a in range(0, raw.shape[0], step)]
     if frames is not None and camera_meta is not None:
-        items += [(int(t), 1, k) for k, t in enumerate(t_ns["camera"])]
+        items += [(int(t), 1, "camera", k) for k, t in enumerate(t_ns["camera"])]
     items.sort(key=lambda x: (x[0], x[1]))
     bad = 0
-    for t, kind, obj in items:
+    for t, kind, name, k in items:
         if kind == 0:
-            _put(rec, rec.write_block, obj)
+            info, raw, st = data[name]
+            step = max(int(BLOCK_S * info.fs_hz), 1)
+            _put(rec, rec.write_block, _block(info, raw, t_ns[name], st, k,
+                                              min(k + step, raw.shape[0])))
             continue
+        assert frames is not None and camera_meta is not None
         try:
-            luma = load_luma(frames.paths[obj], camera_meta["width"],  # type: ignore[index, union-attr]
-                             camera_meta["height"])  # type: ignore[index]
+            luma = load_luma(frames.paths[k], camera_meta["width"], camera_meta["height"])
         except LayoutError:
             bad += 1
             continue
-        _put(rec, rec.write_frame, Frame(seq=int(seq[obj]), t_ns=t, luma=luma,
-                                         trigger=int(frames.marker[obj]) & 0xFF))  # type: ignore[union-attr]
-    if bad:
-        raise LayoutError(f"{bad} frames could not be read")
+        _put(rec, rec.write_frame, Frame(seq=int(seq[k]), t_ns=t, luma=luma,
+                                         trigger=int(frames.marker[k]) & 0xFF))
+    return bad
 
 
 def main(argv: list[str] | None = None) -> int:

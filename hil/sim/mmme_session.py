@@ -89,7 +89,7 @@ def _scenario(p: LabSession, rng: np.random.Generator) -> Scenario:
     exprs = []
     span = (p.duration_s - 1.5) / max(p.n_expressions, 1)
     for i in range(p.n_expressions):
-        emo = emotions[int(rng.integers(len(emotions)))]
+        emo = emotions[(p.seed * p.n_expressions + i) % len(emotions)]  # spread over subjects
         onset = round(0.8 + i * span + float(rng.uniform(0, span - 0.6)), 3)
         dur = float(rng.uniform(0.3, 0.45))
         exprs.append(ExpressionEvent(onset, round(onset + dur * 0.45, 3), round(onset + dur, 3),
