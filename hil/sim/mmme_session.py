@@ -81,6 +81,7 @@ class LabSession:
     dropped_frames: tuple[int, ...] = (101, 102, 417)
     frame_size: tuple[int, int] = (256, 136)  # width, height
     n_expressions: int = 2
+    render_faces: bool = True  # False: flat grey frames (clock tests need no faces, and are fast)
     wall_start: str = "2019-05-14T10:32:05.250"  # the EEG PC's clock at true time 0
 
 
@@ -188,7 +189,8 @@ def write_session(out: str | Path, p: LabSession = LabSession()) -> dict:
         names.append(name)
         if k in p.dropped_frames:
             continue
-        cv2.imwrite(str(root / "Camera" / name), cam.render(float(t)))
+        img = cam.render(float(t)) if p.render_faces else np.full((h, w), 128, np.uint8)
+        cv2.imwrite(str(root / "Camera" / name), img)
 
     # Coding rows: frame fields of the frames at onset / apex / offset (counter present,
     # except the last row of each session, as in some rows of the real file).
