@@ -239,6 +239,31 @@ def test_the_real_coding_file_is_read_and_its_rows_kept_to_their_own_sessions(co
                                 "not_placed": 0}
 
 
+def test_without_a_trigger_channel_the_eeg_event_list_anchors_the_clock(corpus, tmp_path):
+    import mne
+
+    from hil.sim.curry import write_curry8
+
+    root, sessions = corpus
+    src = root / "release" / "S02"
+    dst = tmp_path / "S02"
+    shutil.copytree(src / "BIOPAC", dst / "BIOPAC")
+    shutil.copytree(src / "Camera", dst / "Camera")
+    (dst / "EEG").mkdir()
+    raw = mne.io.read_raw_curry(src / "EEG" / "Acquisition 01.cdt", preload=True,
+                                verbose="error")
+    events = [(round(o * raw.info["sfreq"]), int(d)) for o, d in
+              zip(raw.annotations.onset, raw.annotations.description, strict=True)]
+    write_curry8(dst / "EEG" / "Acquisition 01.cdt", raw.get_data()[:-1].T * 1e6,
+                 raw.ch_names[:-1], raw.info["sfreq"], raw.info["meas_date"], events)
+    rec_path = tmp_path / "s.mcap"
+    assert cli(["import-mmme", str(dst), "--out", str(rec_path), "--coding",
+                str(root / "release" / "coding.csv")]) == 0
+    truth = sessions["S02"][1]
+    for name, err in _errors_at_edges_ms(rec_path, truth).items():
+        assert np.max(np.abs(err)) < (1.0 if name == "hub" else 1000 / 150), (name, err)
+
+
 def test_models_dataset_reads_imported_sessions_with_their_labels(corpus):
     from models.dataset import load_dir
 

@@ -437,8 +437,17 @@ def import_session(files: SessionFiles, out: Path, opts: ImportOptions | None = 
         if trig is not None:
             edges["eeg"] = code_edges(trig, np.arange(trig.size, dtype=np.float64), eeg.fs_hz)
         else:
-            problems.append("EEG: no Trigger channel; its markers come from its annotations "
-                            "and it cannot anchor the other streams")
+            # No Trigger channel: the file's numeric events are the marker rises (their
+            # sample is the first with the code; the falls are unknown).
+            ev = [(o, int(d)) for o, d in eeg.annotations if d.strip().isdigit() and int(d)]
+            if ev:
+                edges["eeg"] = Edges(np.array([round(o * eeg.fs_hz) - 0.5 for o, _ in ev]),
+                                     np.array([c for _, c in ev], np.int64), eeg.fs_hz)
+                problems.append("EEG: no Trigger channel; its event list gives the marker "
+                                "rises (no falls)")
+            else:
+                problems.append("EEG: no Trigger channel and no numeric events: it cannot "
+                                "anchor the other streams")
     if poly is not None:
         edges["hub"] = code_edges(poly.code, np.arange(poly.data.shape[0], dtype=np.float64),
                                   poly.fs_hz)
