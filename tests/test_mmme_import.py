@@ -264,6 +264,34 @@ def test_without_a_trigger_channel_the_eeg_event_list_anchors_the_clock(corpus, 
         assert np.max(np.abs(err)) < (1.0 if name == "hub" else 1000 / 150), (name, err)
 
 
+def test_frames_are_scaled_to_the_rigs_luma_and_the_scale_kept(corpus, tmp_path):
+    import cv2
+
+    from edge.corpus.mmme_layout import load_luma
+
+    root, _ = corpus
+    rec_path = tmp_path / "f.mcap"
+    assert cli(["import-mmme", "--frames", str(root / "release" / "S01" / "Camera"),
+                "--camera-width", "128", "--out", str(rec_path)]) == 0
+    rec = open_recording(rec_path, frames=True)
+    assert rec.camera["scale"] == 0.5 and (rec.camera["source_width"], rec.camera["width"]) \
+        == (256, 128)
+    assert rec.frames[0].luma.shape == (68, 128) and rec.frames[0].luma.dtype == np.uint8
+    # A colour 16-bit frame (as a colour camera may save) becomes 8-bit grey.
+    bgr16 = np.zeros((1088, 2048, 3), np.uint16)
+    bgr16[..., 1] = 40000
+    cv2.imwrite(str(tmp_path / "c.tif"), bgr16)
+    luma = load_luma(tmp_path / "c.tif", 320, 170)
+    assert luma.shape == (170, 320) and luma.dtype == np.uint8
+    assert abs(int(luma.mean()) - round(0.587 * 40000 / 256)) <= 1
+
+
+def test_neuroscan_names_get_their_10_20_spelling():
+    assert [standard_eeg_name(n) for n in ("FP1", "FPZ", "CZ", "POZ", "CB1", "O2", "HEO",
+                                           "Trigger", "1")] == \
+        ["Fp1", "Fpz", "Cz", "POz", "CB1", "O2", "HEO", "Trigger", "1"]
+
+
 def test_models_dataset_reads_imported_sessions_with_their_labels(corpus):
     from models.dataset import load_dir
 
