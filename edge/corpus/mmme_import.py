@@ -48,9 +48,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import re
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,7 @@ EEG_NV_PER_COUNT = 1e-3  # uV per count: 1 nV steps, +-2.1 V range
 HUB_COUNT = 1e-6  # unit per count for the polygraph's analogue channels
 ANCHOR_TOL_S = 0.020
 ANCHOR_PPM = 500e-6
+FRAME_LOOKAHEAD = 64  # frames decoded ahead of the writer (bounds memory)
 PAIR_TOL_S = 0.012  # after the coarse fit: a frame period plus the marker's own latency
 
 
@@ -637,21 +640,40 @@ def _write(rec: Any, data: dict[str, tuple[StreamInfo, np.ndarray, np.ndarray]],
         items += [(int(t), 1, "camera", k) for k, t in enumerate(t_ns["camera"])]
     items.sort(key=lambda x: (x[0], x[1]))
     bad = 0
-    for t, kind, name, k in items:
-        if kind == 0:
-            info, raw, st = data[name]
-            step = max(int(BLOCK_S * info.fs_hz), 1)
-            _put(rec, rec.write_block, _block(info, raw, t_ns[name], st, k,
-                                              min(k + step, raw.shape[0])))
-            continue
-        assert frames is not None and camera_meta is not None
-        try:
-            luma = load_luma(frames.paths[k], camera_meta["width"], camera_meta["height"])
-        except LayoutError:
-            bad += 1
-            continue
-        _put(rec, rec.write_frame, Frame(seq=int(seq[k]), t_ns=t, luma=luma,
-                                         trigger=int(frames.marker[k]) & 0xFF))
+    # Frame files decode in a pool (OpenCV releases the GIL; a full-size TIFF takes tens
+    # of ms), a bounded window ahead of the writer, and are written in time order.
+    order = [k for _, kind, _, k in items if kind == 1]
+    pool = ThreadPoolExecutor(max_workers=max(os.cpu_count() or 1, 1))
+    ahead: dict[int, Future[np.ndarray]] = {}
+    nxt = 0
+
+    def prefetch() -> None:
+        nonlocal nxt
+        while nxt < len(order) and len(ahead) < FRAME_LOOKAHEAD:
+            k = order[nxt]
+            ahead[k] = pool.submit(load_luma, frames.paths[k], camera_meta["width"],  # type: ignore[union-attr, index]
+                                   camera_meta["height"])  # type: ignore[index]
+            nxt += 1
+
+    try:
+        for t, kind, name, k in items:
+            if kind == 0:
+                info, raw, st = data[name]
+                step = max(int(BLOCK_S * info.fs_hz), 1)
+                _put(rec, rec.write_block, _block(info, raw, t_ns[name], st, k,
+                                                  min(k + step, raw.shape[0])))
+                continue
+            assert frames is not None
+            prefetch()
+            try:
+                luma = ahead.pop(k).result()
+            except LayoutError:
+                bad += 1
+                continue
+            _put(rec, rec.write_frame, Frame(seq=int(seq[k]), t_ns=t, luma=luma,
+                                             trigger=int(frames.marker[k]) & 0xFF))
+    finally:
+        pool.shutdown(cancel_futures=True)
     return bad
 
 
