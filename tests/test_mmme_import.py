@@ -301,6 +301,8 @@ def test_models_dataset_reads_imported_sessions_with_their_labels(corpus):
     assert data["eeg"].shape == (n, 80) and data["visual"].shape == (n, 28, 28, 3)
     assert sorted(set(data["subject_name"])) == ["S01", "S02"]
     assert np.any(data["periph"] != 0) and np.any(data["eeg"] != 0)
+    # The face is found on the imported frames of every event (onset and apex frames).
+    assert np.all(np.abs(data["visual"]).reshape(n, -1).max(axis=1) > 0)
 
 
 TRAIN_PY = REPO / ".venv-train" / "bin" / "python"
