@@ -127,10 +127,22 @@ def write_card(path: Path, m: dict) -> None:
     ]
     for k, v in m["ridge_loso"].items():
         lines.append(f"| {k} | {v['uf1']:.3f} | {v['uar']:.3f} |")
+    simulated = (m.get("data") or {"simulated": True}).get("simulated", True)
+    lines += ["", "## Limits", ""]
+    if not simulated:
+        lines += [
+            f"- Every figure comes from the {m['n_events']} labelled events of "
+            f"{m['n_subjects']} subjects named above; with few subjects LOSO scores swing "
+            "widely from one subject to the next.",
+            "- Labels are the coders' intervals and emotions as imported; inputs are "
+            "computed by the device's own code (models/dataset.py).",
+            "- Probabilities are not calibrated; contributions are modality-ablation deltas, "
+            "not attributions with guarantees.",
+            "",
+        ]
+        path.write_text("\n".join(lines))
+        return
     lines += [
-        "",
-        "## Limits",
-        "",
         "- The linear check above shows no modality is trivial, but the small CNN does far "
         "better on the rendered faces (visual-only UF1 above) than a linear model: the "
         "simulated AUs are clean prototypes on one face. Expect much lower visual scores on "

@@ -305,6 +305,21 @@ def test_models_dataset_reads_imported_sessions_with_their_labels(corpus):
     assert np.all(np.abs(data["visual"]).reshape(n, -1).max(axis=1) > 0)
 
 
+def test_model_card_names_lab_data_and_does_not_call_it_simulated(tmp_path):
+    from models.card import write_card
+
+    m = json.loads((REPO / "models" / "metrics.json").read_text())
+    m.update(source="lab data from recordings", n_events=9, n_subjects=3,
+             data={"simulated": False, "path": "recordings",
+                   "files": ["S01/a.mcap", "S02/b.mcap", "S03/c.mcap"],
+                   "events_per_subject": {"S01": 3, "S02": 3, "S03": 3}})
+    write_card(tmp_path / "card.md", m)
+    card = (tmp_path / "card.md").read_text()
+    assert "Trained on the recordings in `recordings`" in card and "`S02/b.mcap`" in card
+    assert "S03 3" in card and "simulated" not in card.lower()
+    assert "--data recordings" in card  # how to reproduce it
+
+
 TRAIN_PY = REPO / ".venv-train" / "bin" / "python"
 
 
