@@ -22,6 +22,7 @@ import pytest
 from edge.cli import main as cli
 from edge.corpus.mmme_layout import (
     BIOPAC_COLUMNS,
+    detect_wrap,
     list_frames,
     read_polygraph,
     standard_eeg_name,
@@ -71,6 +72,7 @@ def test_fixture_is_in_the_documented_layout(corpus):
     assert set(np.unique(poly.code)) - {0} <= set(range(100, 149))
     frames = list_frames(s / "Camera")
     assert frames.counter.max() == 1000 and frames.counter.min() == 1  # it wrapped
+    assert detect_wrap(frames.counter, frames.wall_ms, 150.0) == 1000
     seq = unwrap_counter(frames.counter, frames.wall_ms, 150.0, 1000)
     assert np.all(np.diff(seq) >= 1) and int(np.sum(np.diff(seq) - 1)) == 3  # 3 dropped
     import mne
@@ -260,6 +262,20 @@ def test_without_a_trigger_channel_the_eeg_event_list_anchors_the_clock(corpus, 
     assert cli(["import-mmme", str(dst), "--out", str(rec_path), "--coding",
                 str(root / "release" / "coding.csv")]) == 0
     truth = sessions["S02"][1]
+    for name, err in _errors_at_edges_ms(rec_path, truth).items():
+        assert np.max(np.abs(err)) < (1.0 if name == "hub" else 1000 / 150), (name, err)
+
+
+def test_a_counter_that_wraps_elsewhere_is_seen_and_unwrapped_right(tmp_path):
+    truth = write_session(tmp_path, LabSession(subject="S07", seed=7, duration_s=4.0,
+                                               counter_start=1000, counter_wrap=1024,
+                                               frame_size=(64, 34), render_faces=False))
+    rec_path = tmp_path / "w.mcap"
+    assert cli(["import-mmme", str(tmp_path / "S07"), "--out", str(rec_path)]) == 0
+    rec = open_recording(rec_path, frames=False)
+    report = next(s for s in rec.status if s["device"] == "mmme-import")["state"]
+    assert any("wraps at 1024, not 1000" in p for p in report["problems"])
+    assert report["streams"]["camera"]["missing_frames"] == 3  # only the dropped ones
     for name, err in _errors_at_edges_ms(rec_path, truth).items():
         assert np.max(np.abs(err)) < (1.0 if name == "hub" else 1000 / 150), (name, err)
 

@@ -66,6 +66,7 @@ from edge.corpus.mmme_layout import (
     FrameList,
     LayoutError,
     PolygraphFile,
+    detect_wrap,
     list_frames,
     load_luma,
     read_eeg,
@@ -428,8 +429,14 @@ def import_session(files: SessionFiles, out: Path, opts: ImportOptions | None = 
 
     # Edges and device times per stream.
     seq = np.zeros(0, np.int64)
+    wrap = opts.counter_wrap
     if frames is not None:
-        seq = unwrap_counter(frames.counter, frames.wall_ms, opts.fps, opts.counter_wrap)
+        seen = detect_wrap(frames.counter, frames.wall_ms, opts.fps)
+        if seen is not None and seen != wrap:
+            problems.append(f"camera: the frame counter wraps at {seen}, not {wrap}: "
+                            f"unwrapped with {seen}")
+            wrap = seen
+        seq = unwrap_counter(frames.counter, frames.wall_ms, opts.fps, wrap)
         dup = int(np.count_nonzero(np.diff(seq) <= 0))
         if dup:
             problems.append(f"camera: {dup} frames repeat or go back in the counter; kept in "
@@ -527,7 +534,7 @@ def import_session(files: SessionFiles, out: Path, opts: ImportOptions | None = 
         camera_meta = {"store": "lossless", "width": w, "height": h, "fps": opts.fps,
                        "source": "MMME release frames (XIMEA MQ022CG-CM)",
                        "source_width": w0, "source_height": h0, "scale": round(w / w0, 6),
-                       "counter_wrap": opts.counter_wrap}
+                       "counter_wrap": wrap}
         gaps = np.diff(seq)
         report["streams"]["camera"].update(
             frames=len(frames), width=w, height=h, scale=camera_meta["scale"],
@@ -573,7 +580,7 @@ def import_session(files: SessionFiles, out: Path, opts: ImportOptions | None = 
         cam_ok = frames is not None and "camera" in t_ns
         truth, counts = place_coding(rows, frames if cam_ok else None,
                                      seq if cam_ok else None,
-                                     t_ns.get("camera"), opts.fps, opts.counter_wrap, marker_ns)
+                                     t_ns.get("camera"), opts.fps, wrap, marker_ns)
         report["coding"] = counts
     report["ground_truth"] = len(truth)
 

@@ -241,6 +241,19 @@ def unwrap_counter(counter: np.ndarray, wall_ms: np.ndarray, fps: float, wrap: i
     return counter[0] + np.concatenate(([0], np.cumsum(d + k * wrap)))
 
 
+def detect_wrap(counter: np.ndarray, wall_ms: np.ndarray, fps: float) -> int | None:
+    """The counter's modulus seen where it goes down between frames close in time
+    (``prev + frames elapsed - cur``), or None when it never wraps there."""
+    d = np.diff(counter)
+    gap = np.diff(wall_ms) * fps / 1000.0
+    j = np.flatnonzero((d < 0) & (gap < 3.5))
+    if j.size == 0:
+        return None
+    implied = counter[j] + np.maximum(np.round(gap[j]), 1).astype(np.int64) - counter[j + 1]
+    vals, counts = np.unique(implied, return_counts=True)
+    return int(vals[counts.argmax()])
+
+
 def load_luma(path: Path, width: int, height: int) -> np.ndarray:
     """A frame as 8-bit luma at (height, width): colour to grey, 16 bit to 8, area-scaled."""
     import cv2
@@ -270,6 +283,18 @@ def standard_eeg_name(name: str) -> str:
     return head + ("z" if tail == "Z" else tail)
 
 
-__all__ = ["BIOPAC_COLUMNS", "EegFile", "FrameList", "LayoutError", "PolygraphFile",
-           "list_frames", "load_luma", "parse_frame_name", "read_eeg", "read_polygraph",
-           "standard_eeg_name", "unwrap_counter"]
+__all__ = [
+    "BIOPAC_COLUMNS",
+    "EegFile",
+    "FrameList",
+    "LayoutError",
+    "PolygraphFile",
+    "detect_wrap",
+    "list_frames",
+    "load_luma",
+    "parse_frame_name",
+    "read_eeg",
+    "read_polygraph",
+    "standard_eeg_name",
+    "unwrap_counter",
+]
