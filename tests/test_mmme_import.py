@@ -266,6 +266,21 @@ def test_without_a_trigger_channel_the_eeg_event_list_anchors_the_clock(corpus, 
         assert np.max(np.abs(err)) < (1.0 if name == "hub" else 1000 / 150), (name, err)
 
 
+def test_without_frames_rows_are_placed_from_their_clip_marker(corpus, tmp_path):
+    root, sessions = corpus
+    rec_path = tmp_path / "e.mcap"
+    s = root / "release" / "S01"
+    assert cli(["import-mmme", "--eeg", str(s / "EEG" / "Acquisition 01.cdt"), "--coding",
+                str(root / "release" / "coding.csv"), "--out", str(rec_path)]) == 0
+    rec = open_recording(rec_path, frames=False)
+    truth = sessions["S01"][1]
+    gt = [e["payload"] for e in rec.events if e["kind"] == "ground_truth"]
+    assert [g["placed_by"] for g in gt] == ["marker + seconds"] * len(truth["expressions"])
+    for g, x in zip(gt, truth["expressions"], strict=True):
+        err_ms = (g["onset_ns"] - _expected_ns(rec, truth, np.float64(x["onset_s"]))) / 1e6
+        assert abs(err_ms) <= 2 * 1000 / 150, err_ms  # the coder's frames, one each end
+
+
 def test_a_counter_that_wraps_elsewhere_is_seen_and_unwrapped_right(tmp_path):
     truth = write_session(tmp_path, LabSession(subject="S07", seed=7, duration_s=4.0,
                                                counter_start=1000, counter_wrap=1024,

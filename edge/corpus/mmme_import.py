@@ -83,6 +83,7 @@ EEG_NV_PER_COUNT = 1e-3  # uV per count: 1 nV steps, +-2.1 V range
 HUB_COUNT = 1e-6  # unit per count for the polygraph's analogue channels
 ANCHOR_TOL_S = 0.020
 ANCHOR_PPM = 500e-6
+CLIP_MAX_S = 600.0  # a coded row lies at most this long after its clip's marker
 FRAME_LOOKAHEAD = 64  # frames decoded ahead of the writer (bounds memory)
 PAIR_TOL_S = 0.012  # after the coarse fit: a frame period plus the marker's own latency
 
@@ -308,8 +309,14 @@ def _row_date(video: str) -> str | None:
 
 def place_coding(rows: list[Any], frames: FrameList | None, seq: np.ndarray | None,
                  frame_ns: np.ndarray | None, fps: float, wrap: int,
-                 marker_ns: dict[int, int]) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Ground-truth payloads for the coding rows of this session (module docstring)."""
+                 markers: list[Marker], wall_origin_ns: int = 0,
+                 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Ground-truth payloads for the coding rows of this session (module docstring).
+
+    Without frames a row is placed on its clip's marker (the latest rise of its Marker
+    code up to CLIP_MAX_S before the row's wall-clock onset, on the EEG PC's clock, which
+    ``wall_origin_ns`` ties to host time); the seconds columns count from there. That
+    needs the wall clock: without it such rows are not placed."""
     counts = {"rows": len(rows), "placed": 0, "other_sessions": 0, "not_placed": 0}
     out: list[dict[str, Any]] = []
     have_frames = frames is not None and len(frames) > 0 and seq is not None
@@ -357,9 +364,26 @@ def place_coding(rows: list[Any], frames: FrameList | None, seq: np.ndarray | No
                 on_ns, ap_ns, off_ns = ns_at(s_on), ns_at(s_ap), ns_at(s_off)
                 frame_fields = {"onset_frame": int(s_on), "apex_frame": int(s_ap),
                                 "offset_frame": int(s_off)}
-        elif not have_frames and r.marker is not None and r.marker in marker_ns:
-            # No frames: the clip starts at its marker; the seconds columns count from there.
-            base = marker_ns[r.marker]
+        elif not have_frames and r.marker is not None and r.onset_wall_ms is not None \
+                and wall_origin_ns:
+            d = _row_date(r.video)
+            if d is not None:
+                day = datetime.datetime.strptime(d, "%Y%m%d")
+            elif markers:  # the session's own day
+                first = datetime.datetime.fromtimestamp(
+                    (wall_origin_ns + markers[0].t_ns) / NS, datetime.timezone.utc)
+                day = datetime.datetime.combine(first.date(), datetime.time())
+            else:
+                counts["not_placed"] += 1
+                continue
+            row_wall_ns = (day.replace(tzinfo=datetime.timezone.utc).timestamp() * NS
+                           + r.onset_wall_ms * 1e6)
+            clip = [m.t_ns for m in markers if m.code == r.marker and 0 <= row_wall_ns - (
+                wall_origin_ns + m.t_ns) <= CLIP_MAX_S * NS]
+            if not clip:
+                counts["other_sessions"] += 1
+                continue
+            base = max(clip)
             on_ns = base + round(r.onset_s * NS)
             ap_ns = base + round((r.apex_s if r.apex_s is not None else r.onset_s) * NS)
             off_ns = base + round(r.offset_s * NS)
@@ -565,9 +589,6 @@ def import_session(files: SessionFiles, out: Path, opts: ImportOptions | None = 
             j = np.flatnonzero((np.diff(code) != 0) & (code[1:] != 0)) + 1
             markers += [Marker(int(code[i]), int(t_ns[src][i])) for i in j]
     report["markers"] = len(markers)
-    marker_ns: dict[int, int] = {}
-    for m in markers:
-        marker_ns.setdefault(m.code, m.t_ns)
 
     # Ground truth from the coding file.
     truth: list[dict[str, Any]] = []
@@ -580,7 +601,8 @@ def import_session(files: SessionFiles, out: Path, opts: ImportOptions | None = 
         cam_ok = frames is not None and "camera" in t_ns
         truth, counts = place_coding(rows, frames if cam_ok else None,
                                      seq if cam_ok else None,
-                                     t_ns.get("camera"), opts.fps, wrap, marker_ns)
+                                     t_ns.get("camera"), opts.fps, wrap, markers,
+                                     wall_origin)
         report["coding"] = counts
     report["ground_truth"] = len(truth)
 

@@ -197,9 +197,8 @@ def write_session(out: str | Path, p: LabSession = LabSession()) -> dict:
     rows = []
     for i, ev in enumerate(scen.expressions):
         ks = [int(np.searchsorted(t_c, x)) for x in (ev.onset_s, ev.apex_s, ev.offset_s)]
-        m_before = [c for a, _, c in pulses if a <= ev.onset_s]
-        marker = m_before[-1] if m_before else 100
-        clip0 = next(a for a, _, c in pulses if c == marker)  # clip video starts there
+        before = [(a, c) for a, _, c in pulses if a <= ev.onset_s]
+        clip0, marker = before[-1] if before else (0.0, 100)  # the clip starts at its marker
         c0 = int(np.searchsorted(t_c, clip0))
         with_counter = i < len(scen.expressions) - 1
         fields = [_frame_field(_wall_of(names[k]), int(counters[k]) if with_counter else None)
