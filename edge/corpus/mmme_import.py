@@ -31,7 +31,8 @@ of kind ``ground_truth`` with ``onset_ns``, ``apex_ns``, ``offset_ns``, ``emotio
 (what ``models.dataset`` trains on and ``export`` writes as annotations). A row is placed
 on the frame whose name has the row's wall-clock time and counter; without a counter,
 on the frame nearest in wall-clock time; apex and offset follow by the counter
-difference (or the seconds columns).
+difference (or the seconds columns). Without frames, a row is placed on its clip's marker
+(the seconds columns count from the clip's start), found by the row's wall-clock time.
 
 Streams in the recording: ``eeg`` (every channel of the file, 10-20 spelling, uV as
 int32 counts of 1 nV; the Trigger channel in codes), ``hub`` (the polygraph's analogue
@@ -411,17 +412,19 @@ class ImportOptions:
     counter_wrap: int = 1000
 
 
-def _stream_times(fs: float, n: int) -> np.ndarray:
-    return np.arange(n, dtype=np.float64) * (NS / fs)
+@dataclass
+class _Session:
+    """What was read of one session, and what the import found wrong so far."""
+
+    eeg: EegFile | None
+    poly: PolygraphFile | None
+    frames: FrameList | None
+    seq: np.ndarray  # unwrapped frame counter, one per named frame
+    wrap: int
+    problems: list[str]
 
 
-def import_session(files: SessionFiles, out: Path, opts: ImportOptions | None = None,
-                   ) -> dict[str, Any]:
-    """Read, align and write; returns the report (also in the recording's /status)."""
-    opts = opts or ImportOptions()
-    from edge.evaluation.annotations import read_mmme_coding
-    from edge.recording.recorder import Recorder
-
+def _read(files: SessionFiles, opts: ImportOptions) -> _Session:
     problems = list(files.notes)
     eeg = poly = None
     frames: FrameList | None = None
@@ -446,12 +449,6 @@ def import_session(files: SessionFiles, out: Path, opts: ImportOptions | None = 
     if eeg is None and poly is None and frames is None:
         raise SessionError("nothing to import: " + ("; ".join(problems) or
                                                     "no EEG, polygraph or frames found"))
-
-    report: dict[str, Any] = {"files": {k: str(v) if v else None for k, v in (
-        ("eeg", files.eeg), ("polygraph", files.polygraph), ("frames", files.frames),
-        ("coding", files.coding))}, "streams": {}, "problems": problems}
-
-    # Edges and device times per stream.
     seq = np.zeros(0, np.int64)
     wrap = opts.counter_wrap
     if frames is not None:
@@ -465,160 +462,195 @@ def import_session(files: SessionFiles, out: Path, opts: ImportOptions | None = 
         if dup:
             problems.append(f"camera: {dup} frames repeat or go back in the counter; kept in "
                             "name order")
+    return _Session(eeg, poly, frames, seq, wrap, problems)
+
+
+def _edges(s: _Session, fps: float) -> dict[str, Edges]:
+    """Marker edges per stream, in each stream's device time."""
     edges: dict[str, Edges] = {}
-    if eeg is not None:
-        trig = eeg.trigger
+    if s.eeg is not None:
+        trig = s.eeg.trigger
         if trig is not None:
-            edges["eeg"] = code_edges(trig, np.arange(trig.size, dtype=np.float64), eeg.fs_hz)
+            edges["eeg"] = code_edges(trig, np.arange(trig.size, dtype=np.float64), s.eeg.fs_hz)
         else:
             # No Trigger channel: the file's numeric events are the marker rises (their
             # sample is the first with the code; the falls are unknown).
-            ev = [(o, int(d)) for o, d in eeg.annotations if d.strip().isdigit() and int(d)]
+            ev = [(o, int(d)) for o, d in s.eeg.annotations if d.strip().isdigit() and int(d)]
             if ev:
-                edges["eeg"] = Edges(np.array([round(o * eeg.fs_hz) - 0.5 for o, _ in ev]),
-                                     np.array([c for _, c in ev], np.int64), eeg.fs_hz)
-                problems.append("EEG: no Trigger channel; its event list gives the marker "
-                                "rises (no falls)")
+                edges["eeg"] = Edges(np.array([round(o * s.eeg.fs_hz) - 0.5 for o, _ in ev]),
+                                     np.array([c for _, c in ev], np.int64), s.eeg.fs_hz)
+                s.problems.append("EEG: no Trigger channel; its event list gives the marker "
+                                  "rises (no falls)")
             else:
-                problems.append("EEG: no Trigger channel and no numeric events: it cannot "
-                                "anchor the other streams")
-    if poly is not None:
-        edges["hub"] = code_edges(poly.code, np.arange(poly.data.shape[0], dtype=np.float64),
-                                  poly.fs_hz)
-    if frames is not None:
-        edges["camera"] = code_edges(frames.marker, seq.astype(np.float64), opts.fps)
+                s.problems.append("EEG: no Trigger channel and no numeric events: it cannot "
+                                  "anchor the other streams")
+    if s.poly is not None:
+        edges["hub"] = code_edges(s.poly.code, np.arange(s.poly.data.shape[0],
+                                                         dtype=np.float64), s.poly.fs_hz)
+    if s.frames is not None:
+        edges["camera"] = code_edges(s.frames.marker, s.seq.astype(np.float64), fps)
+    return edges
 
-    ref = "eeg" if eeg is not None and "eeg" in edges else (
-        "hub" if poly is not None else ("eeg" if eeg is not None else "camera"))
-    host: dict[str, np.ndarray] = {}  # float ns on the reference's time line (origin later)
+
+def _device_times(s: _Session) -> dict[str, np.ndarray]:
+    """Device time of every sample or frame (frames: the unwrapped counter)."""
+    out: dict[str, np.ndarray] = {}
+    if s.eeg is not None:
+        out["eeg"] = np.arange(s.eeg.data.shape[0], dtype=np.float64)
+    if s.poly is not None:
+        out["hub"] = np.arange(s.poly.data.shape[0], dtype=np.float64)
+    if s.frames is not None:
+        out["camera"] = s.seq.astype(np.float64)
+    return out
+
+
+def _one_clock(s: _Session, edges: dict[str, Edges], fps: float, report: dict[str, Any],
+               ) -> tuple[str, dict[str, np.ndarray], dict[str, Alignment]]:
+    """Reference stream, host ns of every sample and frame, and each stream's fit."""
+    dev = _device_times(s)
+    rate = {"eeg": s.eeg.fs_hz if s.eeg else 0.0, "hub": s.poly.fs_hz if s.poly else 0.0,
+            "camera": fps}
+    ref = "eeg" if "eeg" in edges else ("hub" if "hub" in dev else next(iter(dev)))
+    ref_edges = edges.get(ref)
+    if ref == "camera" and ref_edges is not None:  # frames count from the first one
+        ref_edges = Edges(ref_edges.device_t - s.seq[0], ref_edges.key, ref_edges.units_per_s)
+    host: dict[str, np.ndarray] = {}  # float ns on the reference's time line
     fits: dict[str, Alignment] = {}
-    ref_fs = {"eeg": eeg.fs_hz if eeg else 0.0, "hub": poly.fs_hz if poly else 0.0,
-              "camera": opts.fps}[ref]
-    present = {"eeg": eeg is not None, "hub": poly is not None, "camera": frames is not None}
-    for name in ("eeg", "hub", "camera"):
-        if not present[name]:
-            continue
-        n = {"eeg": eeg.data.shape[0] if eeg else 0, "hub": poly.data.shape[0] if poly else 0,
-             "camera": len(frames) if frames else 0}[name]
+    for name, dt in dev.items():
         if name == ref:
-            dev_t = seq.astype(np.float64) - seq[0] if name == "camera" else np.arange(n, dtype=
-                                                                                        np.float64)
-            host[name] = dev_t * (NS / ref_fs)
-            report["streams"][name] = {"reference": True, "edges": int(edges[name].key.size)
-                                       if name in edges else 0}
+            host[name] = (dt - dt[0] if name == "camera" else dt) * (NS / rate[name])
+            report["streams"][name] = {"reference": True,
+                                       "edges": int(edges[name].key.size) if name in edges
+                                       else 0}
             continue
-        if name not in edges or ref not in edges:
-            problems.append(f"{name} not imported: no shared marker edges to put it on the "
-                            f"{ref} clock")
+        if name not in edges or ref_edges is None:
+            s.problems.append(f"{name} not imported: no shared marker edges to put it on "
+                              f"the {ref} clock")
             continue
         # Both ends are quantised: the pair's spread is the two sample periods together.
-        period = float(np.hypot(1.0 / (opts.fps if name == "camera" else poly.fs_hz),  # type: ignore[union-attr]
-                                1.0 / ref_fs))
-        ref_edges = edges[ref]
-        if ref == "camera":  # frames as reference: device time relative to the first frame
-            ref_edges = Edges(ref_edges.device_t - seq[0], ref_edges.key, ref_edges.units_per_s)
+        period = float(np.hypot(1.0 / rate[name], 1.0 / rate[ref]))
         al = align(name, edges[name], ref_edges, period)
         fits[name] = al
         report["streams"][name] = al.summary()
         if al.model is None:
-            problems.append(f"{name} not imported: {al.note}")
+            s.problems.append(f"{name} not imported: {al.note}")
             continue
-        dev_t = seq.astype(np.float64) if name == "camera" else np.arange(n, dtype=np.float64)
-        host[name] = al.model.to_host_ns(dev_t).astype(np.float64)
+        host[name] = al.model.to_host_ns(dt).astype(np.float64)
     shift = ORIGIN_NS - min(float(h[0]) for h in host.values() if h.size)
-    t_ns = {k: np.round(v + shift).astype(np.int64) for k, v in host.items()}
+    return ref, {k: np.round(v + shift).astype(np.int64) for k, v in host.items()}, fits
 
-    # Recording: the session's wall clock (EEG start, else the first frame's name).
-    if eeg is not None and eeg.meas_date is not None and "eeg" in t_ns:
-        wall0 = eeg.meas_date.replace(tzinfo=datetime.timezone.utc).timestamp() * NS
-        wall_origin = int(wall0 - t_ns["eeg"][0])
-    elif frames is not None and "camera" in t_ns:
-        wall0 = frames.wall[0].replace(tzinfo=datetime.timezone.utc).timestamp() * NS
-        wall_origin = int(wall0 - t_ns["camera"][0])
-    else:
-        wall_origin = 0
-    infos: list[StreamInfo] = []
+
+def _wall_origin(s: _Session, t_ns: dict[str, np.ndarray]) -> int:
+    """Wall-clock ns at host 0: the EEG's start time, else the first frame's name."""
+    utc = datetime.timezone.utc
+    if s.eeg is not None and s.eeg.meas_date is not None and "eeg" in t_ns:
+        return int(s.eeg.meas_date.replace(tzinfo=utc).timestamp() * NS - t_ns["eeg"][0])
+    if s.frames is not None and "camera" in t_ns:
+        return int(s.frames.wall[0].replace(tzinfo=utc).timestamp() * NS - t_ns["camera"][0])
+    return 0
+
+
+def _streams(s: _Session, t_ns: dict[str, np.ndarray], opts: ImportOptions,
+             report: dict[str, Any]) -> tuple[dict[str, tuple[StreamInfo, np.ndarray,
+                                                               np.ndarray]], dict | None]:
+    """The recording's sample streams (info, raw, status) and camera metadata."""
     data: dict[str, tuple[StreamInfo, np.ndarray, np.ndarray]] = {}
-    if eeg is not None and "eeg" in t_ns:
-        info, raw = eeg_stream(eeg)
-        infos.append(info)
+    if s.eeg is not None and "eeg" in t_ns:
+        info, raw = eeg_stream(s.eeg)
         data["eeg"] = (info, raw, np.zeros(raw.shape[0], np.uint32))
         report["streams"]["eeg"].update(samples=int(raw.shape[0]), fs_hz=info.fs_hz,
-                                        channels=len(info.channels), reader=eeg.reader)
-    if poly is not None and "hub" in t_ns:
-        info, raw = hub_stream(poly)
-        infos.append(info)
+                                        channels=len(info.channels), reader=s.eeg.reader)
+    if s.poly is not None and "hub" in t_ns:
+        info, raw = hub_stream(s.poly)
         data["hub"] = (info, raw, np.zeros(raw.shape[0], np.uint32))
         report["streams"]["hub"].update(samples=int(raw.shape[0]), fs_hz=info.fs_hz)
     camera_meta = None
-    if frames is not None and "camera" in t_ns:
-        w0, h0 = _native_size(frames.paths)
+    if s.frames is not None and "camera" in t_ns:
+        w0, h0 = _native_size(s.frames.paths)
         w = min(opts.camera_width, w0) if opts.camera_width > 0 else w0
         h = max(2, round(h0 * w / w0 / 2) * 2)
         camera_meta = {"store": "lossless", "width": w, "height": h, "fps": opts.fps,
                        "source": "MMME release frames (XIMEA MQ022CG-CM)",
                        "source_width": w0, "source_height": h0, "scale": round(w / w0, 6),
-                       "counter_wrap": wrap}
-        gaps = np.diff(seq)
+                       "counter_wrap": s.wrap}
         report["streams"]["camera"].update(
-            frames=len(frames), width=w, height=h, scale=camera_meta["scale"],
-            missing_frames=int(np.sum(np.clip(gaps - 1, 0, None))),
-            unnamed_files=len(frames.unnamed))
+            frames=len(s.frames), width=w, height=h, scale=camera_meta["scale"],
+            missing_frames=int(np.sum(np.clip(np.diff(s.seq) - 1, 0, None))),
+            unnamed_files=len(s.frames.unnamed))
+    return data, camera_meta
 
-    # Markers: the reference's own marker events.
+
+def _markers(s: _Session, t_ns: dict[str, np.ndarray],
+             ) -> tuple[list[Marker], list[tuple[int, str]]]:
+    """The reference's marker events (EEG annotations, else its Trigger rises; without EEG
+    the polygraph's or the frames' rises), and the EEG's other annotations (t_ns, text)."""
     markers: list[Marker] = []
-    if eeg is not None and "eeg" in t_ns:
+    other: list[tuple[int, str]] = []
+    if s.eeg is not None and "eeg" in t_ns:
         e_ns = t_ns["eeg"]
-        numeric = [(o, d) for o, d in eeg.annotations if d.strip().lstrip("-").isdigit()]
-        if numeric:
-            for o, d in numeric:
-                i = int(np.clip(round(o * eeg.fs_hz), 0, e_ns.size - 1))
-                markers.append(Marker(int(d), int(e_ns[i])))
-        elif eeg.trigger is not None:
-            tr = eeg.trigger
-            j = np.flatnonzero((np.diff(tr) != 0) & (tr[1:] != 0)) + 1
-            markers += [Marker(int(tr[i]), int(e_ns[i])) for i in j]
-        other = [(o, d) for o, d in eeg.annotations if (o, d) not in numeric]
-        report["eeg_annotations"] = len(eeg.annotations)
-    else:
-        other = []
-        src = "hub" if "hub" in t_ns else "camera"
-        code = poly.code if src == "hub" and poly is not None else (
-            frames.marker if frames is not None else np.zeros(0, np.int64))
-        if src in t_ns and code.size:
-            j = np.flatnonzero((np.diff(code) != 0) & (code[1:] != 0)) + 1
-            markers += [Marker(int(code[i]), int(t_ns[src][i])) for i in j]
-    report["markers"] = len(markers)
 
-    # Ground truth from the coding file.
+        def at(o: float) -> int:
+            return int(e_ns[int(np.clip(round(o * s.eeg.fs_hz), 0, e_ns.size - 1))])  # type: ignore[union-attr]
+
+        numeric = [(o, d) for o, d in s.eeg.annotations if d.strip().lstrip("-").isdigit()]
+        markers = [Marker(int(d), at(o)) for o, d in numeric]
+        if not numeric and s.eeg.trigger is not None:
+            tr = s.eeg.trigger
+            j = np.flatnonzero((np.diff(tr) != 0) & (tr[1:] != 0)) + 1
+            markers = [Marker(int(tr[i]), int(e_ns[i])) for i in j]
+        other = [(at(o), d) for o, d in s.eeg.annotations if (o, d) not in numeric]
+        return markers, other
+    src = "hub" if "hub" in t_ns else "camera"
+    code = s.poly.code if src == "hub" and s.poly is not None else (
+        s.frames.marker if s.frames is not None else np.zeros(0, np.int64))
+    if src in t_ns and code.size:
+        j = np.flatnonzero((np.diff(code) != 0) & (code[1:] != 0)) + 1
+        markers = [Marker(int(code[i]), int(t_ns[src][i])) for i in j]
+    return markers, other
+
+
+def import_session(files: SessionFiles, out: Path, opts: ImportOptions | None = None,
+                   ) -> dict[str, Any]:
+    """Read, align and write; returns the report (also in the recording's /status)."""
+    from edge.evaluation.annotations import read_mmme_coding
+    from edge.recording.recorder import Recorder
+
+    opts = opts or ImportOptions()
+    s = _read(files, opts)
+    report: dict[str, Any] = {"files": {k: str(v) if v else None for k, v in (
+        ("eeg", files.eeg), ("polygraph", files.polygraph), ("frames", files.frames),
+        ("coding", files.coding))}, "streams": {}, "problems": s.problems}
+    ref, t_ns, fits = _one_clock(s, _edges(s, opts.fps), opts.fps, report)
+    report["reference"] = ref
+    wall_origin = _wall_origin(s, t_ns)
+    data, camera_meta = _streams(s, t_ns, opts, report)
+    markers, other = _markers(s, t_ns)
+    report["markers"] = len(markers)
+    if s.eeg is not None:
+        report["eeg_annotations"] = len(s.eeg.annotations)
     truth: list[dict[str, Any]] = []
     if files.coding is not None:
         try:
             rows = read_mmme_coding(files.coding, fps=opts.fps)
         except Exception as exc:  # openpyxl / csv errors of a damaged sheet
-            problems.append(f"coding file not read: {type(exc).__name__}: {exc}")
+            s.problems.append(f"coding file not read: {type(exc).__name__}: {exc}")
             rows = []
-        cam_ok = frames is not None and "camera" in t_ns
-        truth, counts = place_coding(rows, frames if cam_ok else None,
-                                     seq if cam_ok else None,
-                                     t_ns.get("camera"), opts.fps, wrap, markers,
-                                     wall_origin)
-        report["coding"] = counts
+        cam = s.frames is not None and "camera" in t_ns
+        truth, report["coding"] = place_coding(
+            rows, s.frames if cam else None, s.seq if cam else None, t_ns.get("camera"),
+            opts.fps, s.wrap, markers, wall_origin)
     report["ground_truth"] = len(truth)
 
-    out = Path(out)
-    rec = Recorder(out, infos, camera=camera_meta,
+    rec = Recorder(Path(out), [d[0] for d in data.values()], camera=camera_meta,
                    clock_origin=(wall_origin + ORIGIN_NS, ORIGIN_NS) if wall_origin else None)
     try:
-        unreadable = _write(rec, data, t_ns, frames, seq, camera_meta)
+        unreadable = _write(rec, data, t_ns, s.frames, s.seq, camera_meta)
         if unreadable:
-            problems.append(f"camera: {unreadable} frame files could not be read (left out)")
+            s.problems.append(f"camera: {unreadable} frame files could not be read (left out)")
         for m in markers:
             _put(rec, rec.write_marker, m)
-        for o, d in other:
-            i = int(np.clip(round(o * eeg.fs_hz), 0, t_ns["eeg"].size - 1))  # type: ignore[union-attr]
-            _put(rec, rec.write_event, "annotation", {"text": d, "source": "EEG file"},
-                 int(t_ns["eeg"][i]))
+        for t, text in other:
+            _put(rec, rec.write_event, "annotation", {"text": text, "source": "EEG file"}, t)
         for g in truth:
             _put(rec, rec.write_event, "ground_truth", g, g["onset_ns"])
         end_ns = max(int(v[-1]) for v in t_ns.values() if v.size)
@@ -626,7 +658,6 @@ def import_session(files: SessionFiles, out: Path, opts: ImportOptions | None = 
             if al.model is not None:
                 _put(rec, rec.write_clock, name, {**al.model.state, "reference": ref,
                                                   "source": "marker edges"}, end_ns)
-        report["reference"] = ref
         _put(rec, rec.write_status, "mmme-import", report, end_ns)
     finally:
         stats = rec.close()
