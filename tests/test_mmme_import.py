@@ -336,6 +336,21 @@ def test_models_dataset_reads_imported_sessions_with_their_labels(corpus):
     assert np.all(np.abs(data["visual"]).reshape(n, -1).max(axis=1) > 0)
 
 
+def test_replay_of_an_imported_session_spots_and_fuses(corpus, tmp_path):
+    # Replay (hil/sim/playback) lands separately; this runs once it is there.
+    pytest.importorskip("hil.sim.playback")
+    _, sessions = corpus
+    rec_path = sessions["S01"][0]
+    r = subprocess.run([sys.executable, "-m", "edge.cli", "run", "--replay", str(rec_path),
+                        "--json", "--quiet", "--record-dir", str(tmp_path)], cwd=REPO,
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["replay"]["eeg"]["channels"][0] == "Fp1"
+    assert summary["events"]["me"] >= 1 and summary["events"]["emotion"] >= 1, summary["events"]
+
+
 def test_model_card_names_lab_data_and_does_not_call_it_simulated(tmp_path):
     from models.card import write_card
 
