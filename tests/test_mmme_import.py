@@ -317,6 +317,21 @@ def test_frames_are_scaled_to_the_rigs_luma_and_the_scale_kept(corpus, tmp_path)
     assert abs(int(luma.mean()) - round(0.587 * 40000 / 256)) <= 1
 
 
+def test_a_polygraph_export_off_the_documented_layout_says_how(tmp_path):
+    from scipy.io import savemat
+
+    from edge.corpus.mmme_layout import LayoutError
+
+    savemat(tmp_path / "labels.mat", {"data": np.zeros((100, 17)), "isi": 2.0,
+                                      "labels": np.array([f"CH{i}" for i in range(17)],
+                                                         dtype=object)})
+    p = read_polygraph(tmp_path / "labels.mat")
+    assert p.fs_hz == 500.0 and "differ from the documented order" in p.notes[0]
+    savemat(tmp_path / "twelve.mat", {"x": np.zeros((100, 12))})
+    with pytest.raises(LayoutError, match=r"no 17-column data array .*'x': \(100, 12\)"):
+        read_polygraph(tmp_path / "twelve.mat")
+
+
 def test_neuroscan_names_get_their_10_20_spelling():
     assert [standard_eeg_name(n) for n in ("FP1", "FPZ", "CZ", "POZ", "CB1", "O2", "HEO",
                                            "Trigger", "1")] == \

@@ -436,6 +436,7 @@ def _read(files: SessionFiles, opts: ImportOptions) -> _Session:
     if files.polygraph is not None:
         try:
             poly = read_polygraph(files.polygraph)
+            problems += poly.notes
         except LayoutError as exc:
             problems.append(f"polygraph not imported: {exc}")
     if files.frames is not None:

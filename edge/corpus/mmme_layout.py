@@ -118,6 +118,7 @@ class PolygraphFile:
     labels: list[str]
     units: list[str]
     data: np.ndarray  # (n, 17) float64
+    notes: list[str] = field(default_factory=list)
 
     @property
     def code(self) -> np.ndarray:
@@ -168,12 +169,12 @@ def read_polygraph(path: str | Path) -> PolygraphFile:
     units = [_UNIT_WORDS.get(u.strip().lower(), u.strip()) for u in units] \
         if len(units) == 17 else [*HUB_UNITS, *("V",) * 8, "bpm"]
     # The documented order is what the importer relies on: say so if the labels disagree.
-    for want, got in zip(("PPG", "RSP", "EMG", "SKT", "EDA", "ECG", "EMG", "SKT"), labels,
-                         strict=False):
-        if not got.strip().upper().startswith(want):
-            raise LayoutError(f"{path.name}: column labels {labels[:8]} are not in the "
-                              f"documented order {', '.join(BIOPAC_COLUMNS[:8])}")
-    return PolygraphFile(path, fs, labels, units, data)
+    notes = []
+    wants = ("PPG", "RSP", "EMG", "SKT", "EDA", "ECG", "EMG", "SKT")
+    if not all(g.strip().upper().startswith(w) for w, g in zip(wants, labels, strict=False)):
+        notes.append(f"{path.name}: column labels {labels[:8]} differ from the documented "
+                     f"order {', '.join(BIOPAC_COLUMNS[:8])}; read in the documented order")
+    return PolygraphFile(path, fs, labels, units, data, notes)
 
 
 # ---------------------------------------------------------------- camera frames
