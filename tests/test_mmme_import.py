@@ -122,6 +122,12 @@ def test_streams_share_one_clock_within_a_millisecond_of_the_truth(long_session)
         assert s["pairs"] == s["edges"] == 2 * len(truth["pulses"]), s
         assert s["unmatched_edges"] == 0 and s["residual_p99_ms"] < bound_ms, s
     assert report["streams"]["camera"]["missing_frames"] == 3
+    # Samples and frames outside the EEG's (the reference's) span, as the truth has them.
+    t_eeg = true_times(truth, "eeg", truth["n_eeg"])
+    t_hub = true_times(truth, "hub", truth["n_bio"])
+    assert report["streams"]["hub"]["before_reference"] == np.sum(t_hub < t_eeg[0]) == 150
+    assert report["streams"]["hub"]["after_reference"] == np.sum(t_hub > t_eeg[-1])
+    assert report["streams"]["camera"]["before_reference"] == 15  # 100 ms at 150 fps
 
 
 def test_short_sessions_align_within_a_frame(corpus):

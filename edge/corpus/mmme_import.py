@@ -538,7 +538,15 @@ def _one_clock(s: _Session, edges: dict[str, Edges], fps: float, report: dict[st
             continue
         host[name] = al.model.to_host_ns(dt).astype(np.float64)
     shift = ORIGIN_NS - min(float(h[0]) for h in host.values() if h.size)
-    return ref, {k: np.round(v + shift).astype(np.int64) for k, v in host.items()}, fits
+    t_ns = {k: np.round(v + shift).astype(np.int64) for k, v in host.items()}
+    if ref in t_ns and t_ns[ref].size:  # what lies outside the reference's span
+        lo, hi = int(t_ns[ref][0]), int(t_ns[ref][-1])
+        for name, t in t_ns.items():
+            if name != ref:
+                report["streams"][name].update(
+                    before_reference=int(np.count_nonzero(t < lo)),
+                    after_reference=int(np.count_nonzero(t > hi)))
+    return ref, t_ns, fits
 
 
 def _wall_origin(s: _Session, t_ns: dict[str, np.ndarray]) -> int:
