@@ -390,6 +390,7 @@ def test_model_card_names_lab_data_and_does_not_call_it_simulated(tmp_path):
 TRAIN_PY = REPO / ".venv-train" / "bin" / "python"
 
 
+@pytest.mark.bench  # minutes of TensorFlow: opt-in (make bench-tests)
 @pytest.mark.skipif(not TRAIN_PY.is_file(), reason="TensorFlow lives in .venv-train (make train)")
 def test_train_runs_end_to_end_on_imported_sessions_and_names_the_data(corpus, tmp_path):
     root, _ = corpus
