@@ -362,14 +362,22 @@ def test_replay_of_an_imported_session_spots_and_fuses(corpus, tmp_path):
     pytest.importorskip("hil.sim.playback")
     _, sessions = corpus
     rec_path = sessions["S01"][0]
+    gt_path = tmp_path / "truth.json"
     r = subprocess.run([sys.executable, "-m", "edge.cli", "run", "--replay", str(rec_path),
-                        "--json", "--quiet", "--record-dir", str(tmp_path)], cwd=REPO,
+                        "--json", "--quiet", "--record-dir", str(tmp_path), "--ground-truth",
+                        str(gt_path)], cwd=REPO,
                        capture_output=True, text=True, timeout=300,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["replay"]["eeg"]["channels"][0] == "Fp1"
     assert summary["events"]["me"] >= 1 and summary["events"]["emotion"] >= 1, summary["events"]
+    # The truth the bench scores a replay against is the coding file's intervals.
+    coded = json.loads(gt_path.read_text())["expressions"]
+    truth = sessions["S01"][1]["expressions"]
+    assert [c["emotion"] for c in coded] == [x["emotion"] for x in truth]
+    lag = [c["onset_s"] - x["onset_s"] for c, x in zip(coded, truth, strict=True)]
+    assert max(lag) - min(lag) < 2 / 150  # one time line: a common offset, within frames
 
 
 def test_model_card_names_lab_data_and_does_not_call_it_simulated(tmp_path):
