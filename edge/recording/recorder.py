@@ -150,6 +150,7 @@ class Recorder:
         retry_period_s: float = 2.0,
         opener: Opener | None = None,
         compression: str = "zstd",
+        clock_origin: tuple[int, int] | None = None,
     ) -> None:
         self.path = Path(path)
         self.streams = {s.name: s for s in streams}
@@ -172,8 +173,9 @@ class Recorder:
         self.counters = RecorderCounters()
         self.status = "ok"
         self.segments: list[Path] = []
-        self._wall_start_ns = time.time_ns()
-        self._mono_start_ns = monotonic_ns()
+        # (wall ns, host ns) of one instant; an importer passes the session's own.
+        self._wall_start_ns, self._mono_start_ns = clock_origin or (time.time_ns(),
+                                                                    monotonic_ns())
 
         self._cond = threading.Condition()
         self._queue: deque[_Item] = deque()
