@@ -32,6 +32,7 @@ from hil.sim.ads1299 import (
 )
 from hil.sim.camera import SimCamera
 from hil.sim.crystal import Crystal
+from hil.sim.cyton import CytonEmulator
 from hil.sim.hub import HubEmulator
 from hil.sim.marker_source import schedule_markers
 from hil.sim.playback import REPLAY_START_S, PlaybackCamera, ReplayPlan, plan_replay
@@ -114,6 +115,7 @@ class SimBench:
     t0_ns: int
     wire: Wire
     eeg: EegSim | None = None
+    cyton: CytonEmulator | None = None  # eeg.backend "sim-cyton": the board on a pty
     hub: HubEmulator | None = None
     camera: SimCamera | PlaybackCamera | None = None
     expected_markers: list[Marker] = field(default_factory=list)
@@ -134,7 +136,13 @@ class SimBench:
         bench = cls(scenario=scenario, t0_ns=t0, wire=wire, replay=plan)
         seed = int(sim["seed"])
         play = plan or ReplayPlan()
-        if cfg.eeg["enabled"]:
+        if cfg.eeg["enabled"] and cfg.eeg["backend"] == "sim-cyton":
+            crystal = Crystal(ppm=float(sim["eeg_drift_ppm"]), origin_host_ns=t0)
+            names = tuple(cfg.eeg["channels"])
+            bench.cyton = CytonEmulator(crystal, wire, scenario, seed=seed,
+                                        daisy=len(names) == 16, channels=names, t0_ns=t0,
+                                        source=play.eeg)
+        elif cfg.eeg["enabled"]:
             bench.eeg = EegSim(scenario, t0, float(sim["eeg_drift_ppm"]), seed, wire.handles(),
                                chip_id=int(sim["eeg_chip_id"]), source=play.eeg,
                                input_noise_uv=SHORTED_NOISE_UV if play.eeg is None else 0.0)
@@ -169,7 +177,7 @@ class SimBench:
         t0 = monotonic_ns() + int(REPLAY_START_S * 1e9)
         self.t0_ns = t0
         self.wire[EPOCH].drive(monotonic_ns(), t0)  # the EEG process reads it at START
-        for dev in (self.hub, self.camera):
+        for dev in (self.hub, self.camera, self.cyton):
             if dev is not None:
                 dev.t0_ns = t0
         self.expected_markers = schedule_markers(self.wire, self.scenario.markers, t0)
@@ -182,6 +190,11 @@ class SimBench:
         if self.eeg is None:
             raise RuntimeError("the bench has no EEG")
         return functools.partial(build_sim_eeg, self.eeg, settings)
+
+    def cyton_port(self) -> str:
+        if self.cyton is None:
+            raise RuntimeError("the bench has no Cyton")
+        return self.cyton.port
 
     def hub_port(self) -> str:
         if self.hub is None:
@@ -226,6 +239,8 @@ class SimBench:
         return {"replay": doc}
 
     def close(self) -> None:
+        if self.cyton is not None:
+            self.cyton.close()
         if self.hub is not None:
             self.hub.close()
         if self.camera is not None and hasattr(self.camera, "close"):
