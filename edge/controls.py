@@ -89,9 +89,10 @@ class Controls:
             raise CommandError("not recording")
         rec, self.recording = self.recording, None
         self._sinks.remove(rec)
-        rec.close()
+        stats = rec.close()
         self.closed_recordings.append(str(rec.path))
-        self.recorder_counters.append(asdict(rec.recorder.counters))
+        self.recorder_counters.append(stats if isinstance(stats, dict)
+                                      else asdict(rec.recorder.counters))
         self._on_state(recording=False)
         return {"recording": False, "file": Path(rec.path).name}
 

@@ -212,6 +212,10 @@ class Processing:
         if self._record_event is not None:
             self._record_event("emotion", body, t1)
 
+    def face_box(self) -> tuple[float, float, float, float] | None:
+        """The face the spotter tracks now (x, y, w, h in frame pixels), or None."""
+        return self.spotter.face_box
+
     def spotter_figures(self) -> dict[str, Any]:
         """Frames the spotter could not keep up with (queue drops) and its per-frame cost."""
         ms = np.asarray(self.spot_ms) if self.spot_ms else np.zeros(1)

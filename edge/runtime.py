@@ -329,12 +329,14 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
     keeper = ClockKeeper.from_rig(rig, camera_fps=float(cfg.camera["fps"]))
     sinks: list[Sink] = [tally, keeper]
     out_dir = Path(record_dir or cfg.rig["data_dir"])
+    processing: Any = None  # built below; the face store's crop follows its tracker
 
     def open_recording(session: str | None = None, subject: str | None = None) -> Any:
         from edge.recording.sink import open_recording_sink
 
-        return open_recording_sink(out_dir, rig, cfg, clock=keeper, session=session,
-                                   subject=subject)
+        return open_recording_sink(
+            out_dir, rig, cfg, clock=keeper, session=session, subject=subject,
+            face_box=lambda: processing.face_box() if processing is not None else None)
 
     fusion = _load_fusion()
     controls = Controls(sinks, open_recording,
@@ -421,7 +423,8 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
         c = controls.recorder_counters[-1]
         summary["recorder"] = {k: c[k] for k in (
             "written_bytes", "queue_high_water", "dropped_queue", "dropped_frames",
-            "dropped_error", "write_errors", "busy_s")}
+            "dropped_error", "write_errors", "busy_s", "dropped_low_space", "store",
+            "video", "storage") if k in c}
     if not quiet:
         for e in summary["errors"][:5]:
             print(f"error: {e}", file=out)
@@ -471,6 +474,7 @@ def _health(tally: StreamTally, rig: Any, proc: psutil.Process, outlet: Any, rec
         body["outbox_dropped"] = outlet.outbox.dropped
     if recorder is not None:
         body["recorder"] = recorder.recorder.status
+        body["storage"] = recorder.recorder.storage()
     return body
 
 

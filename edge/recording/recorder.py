@@ -500,13 +500,13 @@ class Recorder:
             self._close_segment()  # the next flush opens the next segment
 
     def _low_space(self) -> bool:
-        """Finish cleanly when this chunk would leave less than ``min_free_bytes``."""
+        """Finish cleanly when this chunk would leave less than ``min_free_bytes`` (0: off)."""
         try:
             free = self._free_bytes(self.path.parent)
         except OSError:
             return False  # cannot tell: the write itself will report a full disk
         self.free_bytes_last = free
-        if free - self._pending_bytes >= self._min_free_bytes:
+        if self._min_free_bytes <= 0 or free - self._pending_bytes >= self._min_free_bytes:
             return False
         with self._cond:
             self._stopped_low_space = True
