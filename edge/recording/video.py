@@ -107,7 +107,7 @@ class VideoEncoder:
         threads = _threads_for(self.width, self.height, fps) if choice.intra_only else 1
         if threads > 1:  # FFV1 threads over slices, which need version 3
             opts.update({"level": "3", "slices": "4", "slicecrc": "1"})
-            cc.thread_count = threads
+        cc.thread_count = threads  # PyAV's default (0) would start a pool of idle threads
         cc.options = opts
         cc.open()  # raises for an encoder that cannot run here (no GPU, no driver)
         self._cc = cc
