@@ -51,6 +51,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "camera_store": Key(str, "raw", choices=("raw", "lossless", "face", "jpeg", "none")),
         "face_crop": Key(float, 0.7, lo=0.1, hi=1.0),  # face crop height / frame height
         "context_fps": Key(float, 2.0, lo=0.0, hi=1000.0),  # whole frames beside the face
+        # The software codec of the video stores (NVENC is tried first where present).
+        "video_codec": Key(str, "ffv1", choices=("ffv1", "x264")),
         # Recording stops cleanly with this much left on its file system.
         "min_free_mb": Key(int, 1024, lo=0, hi=1 << 30),
     },

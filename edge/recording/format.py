@@ -340,19 +340,29 @@ def decode_video(data: bytes) -> tuple[VideoHeader, bytes, memoryview]:
 class VideoTopicDecoder:
     """Decodes one video topic in recorded order. A message that cannot be decoded (a
     damaged or missing keyframe before it) is counted in ``bad`` and skipped up to the
-    next keyframe; the decoder is rebuilt when a keyframe brings new parameters."""
+    next keyframe; the decoder is rebuilt when a keyframe brings new parameters.
+
+    ``sequence`` is the MCAP channel's message sequence (contiguous per topic): a jump
+    means messages are missing (a damaged chunk skipped), so an inter codec's frames up
+    to the next keyframe would decode against the wrong reference and are skipped."""
 
     def __init__(self) -> None:
         self._dec: Any = None
         self._extradata = b""
         self._waiting: dict[int, VideoHeader] = {}
         self._need_key = True
+        self._last_sequence: int | None = None
         self.bad = 0
 
-    def decode(self, data: bytes) -> list[VideoImage]:
+    def decode(self, data: bytes, sequence: int | None = None) -> list[VideoImage]:
         from edge.recording.video import VideoDecoder  # PyAV only for video recordings
 
         hd, extradata, packet = decode_video(data)
+        if (sequence is not None and self._last_sequence is not None
+                and sequence != self._last_sequence + 1):
+            self._need_key = True
+        if sequence is not None:
+            self._last_sequence = sequence
         if hd.keyframe:
             extradata = extradata or self._extradata
             key = (hd.codec, hd.width, hd.height, extradata)
@@ -574,7 +584,7 @@ def iter_video(path: str | Path, topic: str) -> Iterator[VideoImage]:
     for m in iter_messages(path):
         if m.topic == topic and m.channel.message_encoding == VIDEO_ENCODING:
             try:
-                yield from dec.decode(m.message.data)
+                yield from dec.decode(m.message.data, m.message.sequence)
             except ValueError:
                 continue
     yield from dec.flush()
@@ -589,7 +599,7 @@ def iter_frames(path: str | Path) -> Iterator[Frame]:
             continue
         try:
             if m.channel.message_encoding == VIDEO_ENCODING:
-                for img in dec.decode(m.message.data):
+                for img in dec.decode(m.message.data, m.message.sequence):
                     yield img.as_frame()
             else:
                 yield decode_frame(m.message.data)
@@ -651,7 +661,7 @@ def open_recording(path: str | Path, frames: bool = True) -> Recording:
                 if m.topic == FACE_TOPIC:
                     boxes.append(vh.box)
                 if frames and m.topic in decoders:
-                    imgs = decoders[m.topic].decode(data)
+                    imgs = decoders[m.topic].decode(data, m.message.sequence)
                     if m.topic == CAMERA_TOPIC:
                         frame_list += [i.as_frame() for i in imgs]
                     elif m.topic == FACE_TOPIC:

@@ -216,6 +216,11 @@ class Recorder:
                              f"{sorted([*CODECS, *VIDEO_STORES])}")
         self._store = store
         self._codec = CODECS.get(store, 0)
+        candidates: Any = None
+        if store in VIDEO_STORES:
+            from edge.recording.video import candidates_for
+
+            candidates = candidates_for(str((self.camera or {}).get("codec", "ffv1")))
         self._jpeg_quality = int((self.camera or {}).get("jpeg_quality", 90))
         self.chunk_period_s = float(chunk_period_s)
         self._queue_limit = int(queue_limit)
@@ -270,7 +275,7 @@ class Recorder:
                 store, float(cam.get("fps", 30.0)), self._put_encoded, topic=CAMERA_TOPIC,
                 face_topic=FACE_TOPIC, context_topic=CONTEXT_TOPIC, face_box=face_box,
                 face_crop=float(cam.get("face_crop", 0.7)),
-                context_fps=float(cam.get("context_fps", 2.0)))
+                context_fps=float(cam.get("context_fps", 2.0)), candidates=candidates)
 
     # ------------------------------------------------------------ producer side
 

@@ -55,6 +55,8 @@ def open_recording_sink(out_dir: Path, rig: Any, cfg: RigConfig, clock: Any | No
     if rig.camera is not None and store != "none":
         camera = {"store": store, "width": int(cfg.camera["width"]),
                   "height": int(cfg.camera["height"]), "fps": float(cfg.camera["fps"])}
+        if store in ("lossless", "face"):
+            camera["codec"] = str(cfg.rig["video_codec"])
         if store == "face":
             camera.update(face_crop=float(cfg.rig["face_crop"]),
                           context_fps=float(cfg.rig["context_fps"]))

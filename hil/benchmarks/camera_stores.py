@@ -1,6 +1,7 @@
 """Storage rate of each camera store on the simulated camera's frames.
 
-    mmme-hil bench camera_stores [--width 640 --height 480 --fps 200] [--frames 400] [--json]
+    mmme-hil bench camera_stores [--width 640 --height 480 --fps 200] [--frames 400]
+                                 [--codec ffv1|x264] [--json]
 
 Renders ``--frames`` frames, feeds them to the recorder at the camera's pace in each
 store (``raw``, ``lossless``, ``face`` with the simulator's face box and 2 fps context)
@@ -28,7 +29,8 @@ CARD_BYTES = 256e9
 STORES = ("raw", "lossless", "face")
 
 
-def measure(width: int, height: int, fps: float, n_frames: int) -> dict[str, Any]:
+def measure(width: int, height: int, fps: float, n_frames: int, codec: str = "ffv1"
+            ) -> dict[str, Any]:
     cam = SimCamera(generate(n_frames / fps + 2.0, 2, seed=1), fps=fps, width=width,
                     height=height, seed=1)
     frames = [f for _, f in zip(range(n_frames), cam.offline(0.0), strict=False)]
@@ -39,7 +41,7 @@ def measure(width: int, height: int, fps: float, n_frames: int) -> dict[str, Any
         for store in STORES:
             path = tmp / f"{store}.mcap"
             rec = Recorder(path, [], camera={"store": store, "width": width, "height": height,
-                                             "fps": fps, "context_fps": 2.0},
+                                             "fps": fps, "context_fps": 2.0, "codec": codec},
                            face_box=lambda: box)
             t0 = time.perf_counter()
             for i, f in enumerate(frames):  # the camera's pace
@@ -66,9 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--fps", type=float, default=200.0)
     p.add_argument("--frames", type=int, default=400)
+    p.add_argument("--codec", choices=("ffv1", "x264"), default="ffv1")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    res = measure(args.width, args.height, args.fps, args.frames)
+    res = measure(args.width, args.height, args.fps, args.frames, args.codec)
     for store, r in res.items():
         print(f"{args.width}x{args.height} at {args.fps:g} fps, {store:8s}: "
               f"{r['mb_per_s']:6.2f} MB/s, {r['gb_per_hour']:6.1f} GB/h, a 256 GB card "
