@@ -6,7 +6,9 @@
 Renders ``--frames`` frames, feeds them to the recorder at the camera's pace in each
 store (``raw``, ``lossless``, ``face`` with the simulator's face box and 2 fps context)
 and reports file bytes per second of camera time, GB per hour and the hours a 256 GB card
-holds, with the frames the encoder dropped and its busy time. The last line under
+holds, with the frames the encoder dropped and its busy time. The rate is per frame
+recorded (file bytes / frames kept x fps), so frames a loaded host made the encoder drop
+do not make a store look smaller than it is. The last line under
 ``--json`` is one JSON object {store: {...}}.
 """
 
@@ -48,7 +50,8 @@ def measure(width: int, height: int, fps: float, n_frames: int, codec: str = "ff
                 time.sleep(max(0.0, t0 + (i + 1) / fps - time.perf_counter()))
                 rec.write_frame(f)
             st = rec.close()
-            rate = path.stat().st_size / (n_frames / fps)
+            kept = max(1, n_frames - st["dropped_frames"])
+            rate = path.stat().st_size / (kept / fps)
             video = st.get("video", {})
             out[store] = {"mb_per_s": round(rate / 1e6, 2),
                           "gb_per_hour": round(rate * 3600 / 1e9, 1),
