@@ -44,8 +44,10 @@ tracker), trigger, seq, t_ns, frame height, frame width, x, y, height, width of 
 region this image is (the whole frame: 0, 0, frame height, frame width), n = length of
 the codec's extradata), then n bytes of extradata (on keyframes), then one packet of the
 codec's bitstream. Every keyframe message is self-contained; FFV1 is written with every
-frame a keyframe, so each message decodes alone. Inter codecs (NVENC) put a keyframe at
-least every 0.5 s: a reader decodes a topic in order from its last keyframe. Why not
+frame a keyframe, so each message decodes alone. Inter codecs (x264 lossless, NVENC) put
+a keyframe at least every 0.5 s: a reader decodes a topic in order from its last
+keyframe, and after a gap in the channel's message sequence (a damaged chunk) waits for
+the next one. Why not
 Foxglove's ``CompressedVideo``: its formats are h264/h265/vp9/av1 (no FFV1), and it has
 no place for the frame counter, trigger or the face region's position.
 

@@ -24,7 +24,8 @@ CROP = 128  # side of the stabilised face crop, pixels
 _PC_SIDE = 64  # tracking runs on a downscaled crop: 4x cheaper, still sub-pixel
 _SEARCH = 8  # template = reference crop minus this margin; also the search range per frame
 # Haar runs on the frame shrunk by an integer factor to at most about this width, so its
-# cost stays that of a 320x240 frame whatever the camera delivers (640x480: 147 -> ~50 ms).
+# cost stays that of a 320x240 frame whatever the camera delivers (640x480 on the loaded
+# dev VM: 147 ms -> 40-70 ms a detection).
 DETECT_WIDTH = 320
 
 
