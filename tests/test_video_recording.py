@@ -329,3 +329,19 @@ def test_video_channels_and_the_store_are_in_the_file(tmp_path: Path, sim_frames
     assert msgs and all(m.channel.message_encoding == VIDEO_ENCODING for m in msgs)
     assert json.loads(msgs[0].channel.metadata["camera"])["store"] == "lossless"
     assert FACE_TOPIC not in {m.topic for m in iter_messages(tmp_path / "m.mcap")}
+
+
+def test_storage_on_health_validates_against_the_schema(tmp_path: Path) -> None:
+    from edge.mqtt.messages import Envelope, validate
+
+    rec = Recorder(tmp_path / "h.mcap", [_eeg_info()], chunk_period_s=0.02)
+    for k in range(10):
+        rec.write_block(_block(k))
+        time.sleep(0.01)
+    body = {"streams": {}, "cpu_percent": 1.0, "recorder": rec.status,
+            "storage": rec.storage()}
+    rec.close()
+    assert body["storage"]["disk_free_mb"] > 0 and body["storage"]["hours_left"] is not None
+    assert validate("health", Envelope("r1").wrap("health", body)) == []
+    body["storage"] = {"write_bytes_per_s": "fast"}
+    assert validate("health", Envelope("r1").wrap("health", body))  # a wrong one is caught
