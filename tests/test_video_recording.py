@@ -195,12 +195,13 @@ def test_without_a_gpu_the_default_choice_is_ffv1() -> None:
     assert open_encoder(64, 48, FPS).choice is FFV1
 
 
-def test_cut_file_decodes_every_frame_of_its_intact_chunks(tmp_path: Path,
-                                                          sim_frames) -> None:
+@pytest.mark.parametrize("codec", ["ffv1", "x264"])
+def test_cut_file_decodes_every_frame_of_its_intact_chunks(tmp_path: Path, sim_frames,
+                                                          codec: str) -> None:
     frames, _ = sim_frames
     path = tmp_path / "c.mcap"
     rec = Recorder(path, [], camera={"store": "lossless", "width": W, "height": H,
-                                     "fps": FPS}, chunk_period_s=0.02)
+                                     "fps": FPS, "codec": codec}, chunk_period_s=0.02)
     for f in frames:
         rec.write_frame(f)
         time.sleep(0.002)
