@@ -2,14 +2,15 @@
 
 Why FFV1 (software) and what else is tried first
 -------------------------------------------------
-On 200 simulated 640x480 grey frames (``/tmp``-free probe in the README's figures),
-one thread of this VM: FFV1 (Golomb coder, every frame a keyframe) 2.15x at ~210 fps,
-bit-exact; its range coder is smaller on paper but measured 2.11x at 126 fps here;
-x264 ``qp=0`` ``ultrafast`` 1.96x at ~490 fps but its ``gray`` round trip was not
-bit-exact in PyAV's build; zstd level 1 (the ``raw`` store) 1.14x. FFV1 is intra-only
-at ``gop_size=1``: every message decodes alone, so a crash, a torn chunk or a frame the
-encoder dropped never costs another frame, and keyframes cost nothing (2.15x vs 2.16x
-at a GOP of 100).
+Measured on 200 simulated 640x480 grey frames, one thread of the (loaded) dev VM: FFV1
+(Golomb coder, every frame a keyframe) 2.15x at ~210 fps; its range coder 2.11x at 126
+fps; x264 ``qp=0`` ``ultrafast`` 1.96x at ~490 fps; zstd level 1 (the ``raw`` store)
+1.14x. On the 272x336 face crop: FFV1 2.07x at ~790 fps, x264 1.91x at ~1700 fps. Both
+round-trip bit-exact (x264's decoder hands back 4:2:0 with the luma intact). FFV1 is
+intra-only at ``gop_size=1``: every message decodes alone, so a crash, a torn chunk or a
+frame the encoder dropped never costs another frame, and keyframes cost nothing (2.15x vs
+2.16x at a GOP of 100). x264 (``rig.video_codec``) takes half the CPU per frame, which is
+what a 2-core board's ``face`` store needs; its keyframes come every ``KEYFRAME_S``.
 
 Hardware first: where the board has an encoder that can be lossless and PyAV's FFmpeg
 can drive it (NVENC, ``hevc_nvenc`` / ``h264_nvenc`` with ``tune=lossless``), it is
