@@ -28,7 +28,9 @@ Channels (one MCAP channel each; ``sequence`` counts per channel across segments
   lossless, a fixed-size crop whose place in the frame is in each message; and
   ``/camera/context``: ``mmme-video-v1``, whole frames at a low rate (``rig.context_fps``).
   In ``face`` mode ``/camera/face`` is the full-rate camera stream (frame counter, gaps).
-- ``/markers``, ``/clock``, ``/status``, ``/events``: JSON objects.
+- ``/markers``, ``/clock``, ``/status``, ``/events``: JSON objects. An event of kind
+  ``ground_truth`` is a coded interval (``onset_ns``, ``apex_ns``, ``offset_ns``,
+  ``emotion``, ``kind`` ...), as ``mmme-edge import-mmme`` writes from a coding file.
 
 ``mmme-block-v1``: a 12-byte header ``<4sBBHI`` (b"MMB1", version 1, reserved, n_channels,
 n_samples), then little-endian arrays: index int64[n], device_t int64[n], host_t_ns
