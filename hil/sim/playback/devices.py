@@ -79,7 +79,7 @@ def encoding_scale(values: np.ndarray, default: float, lsb: float | None = None)
     a source step); coarser only when the signal would not fit int32 counts. Never clips."""
     scale = default
     while lsb is not None and lsb > 0 and scale > lsb / 10.0:
-        scale /= 10.0
+        scale = float(f"{scale / 10.0:.6g}")  # 1e-06, not 1.0000000000000002e-06
     peak = float(np.max(np.abs(values))) if values.size else 0.0
     if peak / scale <= HEADROOM_COUNTS:
         return scale
