@@ -60,7 +60,9 @@ class BeatStep(OneSecondPieces):
     def _value(self, pos: int) -> float:
         raise NotImplementedError
 
-    def _refine(self, pos: int) -> tuple[int, float]:
+    def _refine(self, pos: int) -> tuple[int, float] | None:
+        """(row, amplitude) of the beat near candidate ``pos``; None when the rows it
+        needs are no longer held (a search-back beat older than the history)."""
         raise NotImplementedError
 
     def _tick_features(self, t_ns: int, reason: str) -> list[Feature]:
@@ -117,7 +119,10 @@ class BeatStep(OneSecondPieces):
         return out
 
     def _beat(self, pos: int) -> list[Feature]:
-        row, amp = self._refine(pos)
+        found = self._refine(pos)
+        if found is None:
+            return []
+        row, amp = found
         t, _, _ = self.ring.rows(row, row + 1)
         if t.size == 0:
             return []

@@ -56,9 +56,11 @@ class EcgFeatures(BeatStep):
         _, x, _ = self.ring.rows(pos, pos + 1)
         return float(x[0, 1])
 
-    def _refine(self, pos: int) -> tuple[int, float]:
+    def _refine(self, pos: int) -> tuple[int, float] | None:
         a = pos - self.search
         _, x, _ = self.ring.rows(a, pos + 1)
+        if x.shape[0] == 0:
+            return None
         base = max(a, self.ring.total - self.ring.n)
         i = int(np.argmax(x[:, 0]))
         return base + i, float(x[i, 0])

@@ -53,6 +53,7 @@ Step = EcgFeatures | PpgFeatures | RspFeatures | EdaFeatures | SktFeatures
 @dataclass(frozen=True)
 class FeatureConfig:
     mains_hz: float = 50.0  # 50 or 60
+    ppg_inverted: bool = False  # the PPG sensor's output falls as blood volume rises
     eeg_frontal: tuple[str, ...] | None = None  # default: Fp*, AF*, F7/F8/F3/F4/Fz
     eeg_adc_bits: int | None = 24  # raw at the rail of this two's complement width: saturated
     hub_adc_bits: int | None = None
@@ -331,7 +332,7 @@ def _make_step(kind: str, fs: float, unit: str, cfg: FeatureConfig) -> Step:
     if kind == "ecg":
         return EcgFeatures(fs, unit, cfg.hrv_window_s)
     if kind == "ppg":
-        return PpgFeatures(fs, unit)
+        return PpgFeatures(fs, unit, inverted=cfg.ppg_inverted)
     if kind == "rsp":
         return RspFeatures(fs, unit)
     if kind == "eda":
