@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ("sync", "features", "spotting", "recorder", "model", "mqtt", "rig", "wakeup", "all")
+BENCHES = ("sync", "features", "spotting", "recorder", "model", "mqtt", "rig", "wakeup", "real",
+           "all")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -154,19 +154,28 @@ def fill_nonfinite(x: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndar
 class Quality:
     """Per-sample quality bits for one or more channels of one stream.
 
-    NaN/inf, saturation (outside ``[lo, hi]``), flat line (a run of at least ``flat_n``
-    samples whose value does not change by more than ``flat_eps``), lead-off (a mask the
-    caller decodes from status bits) and gaps (a jump in the device sample counter; the
-    first sample after the jump carries the bit). The flat-run length is carried across
-    blocks so the verdict does not depend on block size.
+    NaN/inf, saturation (outside ``[lo, hi]``, or clipped: a run of at least ``clip_n``
+    identical values at the highest or lowest value the channel has ever had, which is
+    what an amplifier or ADC at its rail gives whatever its unknown limits), flat line (a
+    run of at least ``flat_n`` samples whose value does not change by more than
+    ``flat_eps``), lead-off (a mask the caller decodes from status bits) and gaps (a jump
+    in the device sample counter; the first sample after the jump carries the bit). Run
+    lengths and extremes are carried across blocks so the verdict does not depend on
+    block size.
     """
 
     def __init__(self, n_channels: int, lo: np.ndarray, hi: np.ndarray, flat_n: np.ndarray,
-                 flat_eps: np.ndarray) -> None:
+                 flat_eps: np.ndarray, clip_n: np.ndarray | None = None) -> None:
         self.lo, self.hi = np.asarray(lo, float), np.asarray(hi, float)
         self.flat_n = np.asarray(flat_n, np.int64)
         self.flat_eps = np.asarray(flat_eps, float)
+        # 0: no clip detection on that channel (slow signals may hold a value at a new high).
+        self.clip_n = np.zeros(n_channels, np.int64) if clip_n is None else \
+            np.asarray(clip_n, np.int64)
         self._run = np.zeros(n_channels, np.int64)  # flat-run length ending at last sample
+        self._same = np.zeros(n_channels, np.int64)  # identical-value run length
+        self._max = np.full(n_channels, -np.inf)
+        self._min = np.full(n_channels, np.inf)
         self._last_x = np.full(n_channels, np.nan)
         self._last_index: int | None = None
 
@@ -195,8 +204,17 @@ class Quality:
         same = np.abs(np.diff(xp, axis=0)) <= self.flat_eps  # NaN compares False
         run = _run_lengths(same, self._run)
         self._run = run[-1]
-        self._last_x = x[-1].copy()
         bad[run >= self.flat_n] |= BAD_FLAT
+        if self.clip_n.any():
+            ident = _run_lengths(np.diff(xp, axis=0) == 0, self._same)
+            self._same = ident[-1]
+            xf = np.where(finite, x, np.nan)
+            hi = np.fmax.accumulate(np.vstack((self._max[None, :], xf)), axis=0)[1:]
+            lo = np.fmin.accumulate(np.vstack((self._min[None, :], xf)), axis=0)[1:]
+            self._max, self._min = hi[-1], lo[-1]
+            clip = (self.clip_n > 0) & (ident >= self.clip_n) & ((x >= hi) | (x <= lo))
+            bad[clip] |= BAD_SAT
+        self._last_x = x[-1].copy()
         return bad
 
 

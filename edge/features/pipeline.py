@@ -43,6 +43,8 @@ DEFAULT_LIMITS: dict[str, tuple[float, float]] = {
 DEFAULT_FLAT_S: dict[str, float] = {
     "eeg": 0.5, "ecg": 1.0, "ppg": 1.0, "rsp": 5.0, "eda": 10.0, "skt": 60.0,
 }
+# Clipping: this long at the channel's extreme without the value changing (Quality).
+DEFAULT_CLIP_S: dict[str, float] = {"ecg": 0.1, "ppg": 0.2, "rsp": 0.5}
 DECIMATE_TO_HZ: dict[str, float] = {"ppg": 200.0, "rsp": 25.0, "eda": 25.0, "skt": 10.0}
 HUB_CHANNELS = ("ecg", "ppg", "rsp", "eda", "skt")
 
@@ -59,6 +61,7 @@ class FeatureConfig:
     hub_adc_bits: int | None = None
     limits: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     flat_s: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FLAT_S))
+    clip_s: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CLIP_S))
     hrv_window_s: float = 30.0
     scr_window_s: tuple[float, float] = (1.0, 5.0)
     scr_amp_min_us: float = 0.02
@@ -139,8 +142,10 @@ class FeaturePipeline:
     def _make_quality(self, info: StreamInfo, kinds: list[str]) -> Quality:
         lim = [self.cfg.limits.get(k, (-INF, INF)) for k in kinds]
         flat = [max(int(self.cfg.flat_s.get(k, 1e9) * info.fs_hz), 1) for k in kinds]
+        clip = [max(int(self.cfg.clip_s[k] * info.fs_hz), 2) if k in self.cfg.clip_s else 0
+                for k in kinds]
         return Quality(len(kinds), np.array([a for a, _ in lim]), np.array([b for _, b in lim]),
-                       np.array(flat), np.zeros(len(kinds)))
+                       np.array(flat), np.zeros(len(kinds)), np.array(clip))
 
     # --- streaming ----------------------------------------------------------------------------
     def update(self, block: SampleBlock, lead_off: np.ndarray | None = None) -> list[Feature]:
