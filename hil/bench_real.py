@@ -1,13 +1,15 @@
 """``mmme-hil bench real [DIR] [--json]``: the streaming features on real recordings.
 
-Every WFDB (``.hea``), EDF/BDF and CSV recording under DIR (default ``../shared/data/real``
-beside the repository) is fed channel by channel through :class:`FeaturePipeline` in the
-hub's block sizes (25 samples, 20 ms, 50 ms in turn), at the recording's own rate, and the
-same samples go to offline references: NeuroKit2 and sleepecg for ECG, NeuroKit2 and
-HeartPy for PPG, NeuroKit2 for breathing, the beat annotations (``.atr``) where a record
-has them. Per recording and feature it prints our figure, the references', whether they
-agree and the real-time factor (seconds of signal per second of CPU). The last line is one
-JSON object ``{"recordings": N, "agree": K, "errors": E}`` (E: recordings that raised).
+Every WFDB (``.hea``), EDF/BDF and CSV recording under DIR (default: ``../shared/data/real``
+beside the repository, plus HeartPy's three PPG examples, ``--packaged``) is fed channel
+by channel through :class:`FeaturePipeline` in the hub's block sizes (25 samples, 20 ms,
+50 ms in turn), at the recording's own rate, and the same samples go to offline
+references: NeuroKit2 and sleepecg for ECG, NeuroKit2 and HeartPy for PPG, NeuroKit2 for
+breathing, the beat annotations (``.atr``) where a record has them. Per recording and
+feature it prints our figure, the references', whether they agree and the real-time
+factor (seconds of signal per second of CPU). The last line is one JSON object
+``{"recordings": N, "agree": K, "errors": E}`` (K: recordings that agree on every
+feature; E: recordings that raised).
 
 Channels are picked by name: ECG leads (ECG, MLII, I, II, III, aVR..V6, V, vx-vz), PPG
 (PPG, PLETH), breathing (RESP, RSP), EDA (EDA, GSR). A CSV needs a header row with those
@@ -35,7 +37,7 @@ import numpy as np
 
 from edge.features import Feature
 from edge.features.peaks import hrv_time
-from edge.features.pipeline import FeatureConfig, FeaturePipeline
+from edge.features.pipeline import DEFAULT_CLIP_S, FeatureConfig, FeaturePipeline
 from sensors.blocks import SampleBlock, StreamInfo
 
 T0_NS = 1_000_000_000_000
@@ -167,6 +169,33 @@ def find_recordings(root: Path) -> list[Path]:
                 suf == ".txt" and p.read_text(errors="replace")[:40].startswith("# OpenSignals")):
             out.append(p)
     return out
+
+
+def packaged_recordings() -> list[Recording]:
+    """Real recordings that installed packages ship: HeartPy's three finger-PPG examples
+    (MIT licence; data.csv is 100 Hz, the others carry a timer to take the rate from)."""
+    import heartpy
+
+    out = []
+    for i, name in enumerate(("heartpy_data", "heartpy_data2", "heartpy_data3")):
+        x, timer = heartpy.load_exampledata(i)
+        if i == 0:
+            fs = 100.0
+        elif i == 1:
+            fs = float(heartpy.get_samplerate_mstimer(timer))
+        else:
+            fs = float(heartpy.get_samplerate_datetime(timer, timeformat="%Y-%m-%d %H:%M:%S.%f"))
+        out.append(Recording(name, [Channel("PPG", "ppg", np.asarray(x, float), fs)]))
+    return out
+
+
+def _filled(x: np.ndarray) -> np.ndarray:
+    """NaN samples linearly interpolated, for the offline references (some give up on NaN)."""
+    bad = ~np.isfinite(x)
+    if not bad.any() or bad.all():
+        return np.nan_to_num(x)
+    i = np.arange(x.size)
+    return np.where(bad, np.interp(i, i[~bad], x[~bad]), x)
 
 
 def read_any(path: Path) -> Recording:
@@ -327,7 +356,7 @@ def ecg_rows(rec: Recording, ch: Channel) -> list[Row]:
     dur = ch.x.size / ch.fs
     rtf = dur / max(cpu, 1e-9)
     ours_b = beat_times(feats, "ecg")
-    refs = ref_ecg(ch.x, ch.fs)
+    refs = ref_ecg(_filled(ch.x), ch.fs)
     rows = []
     name = f"{rec.name}:{ch.name}"
     hr = tick_mean(feats, "ecg_hr_bpm")
@@ -354,7 +383,7 @@ def ppg_rows(rec: Recording, ch: Channel) -> list[Row]:
     feats, cpu = stream(ch)
     rtf = ch.x.size / ch.fs / max(cpu, 1e-9)
     hr = tick_mean(feats, "ppg_hr_bpm")
-    refs = ref_ppg(ch.x, ch.fs)
+    refs = ref_ppg(_filled(ch.x), ch.fs)
     n = sum(f.name == "ppg_hr_bpm" for f in feats)
     valid = sum(f.name == "ppg_hr_bpm" and f.valid for f in feats)
     return [Row(f"{rec.name}:{ch.name}", "ppg_hr_bpm", hr, refs, hr_agrees(hr, refs), rtf,
@@ -368,12 +397,13 @@ def rsp_rows(rec: Recording, ch: Channel) -> list[Row]:
     name = f"{rec.name}:{ch.name}"
     ticks = [f for f in feats if f.name == "rsp_rate_bpm"]
     if clip.mean() > 0.01:
-        # Ticks whose 1-s window holds a clipped sample must say "saturated".
+        # Ticks whose 1-s window holds more of a clipped run than the rig must see to
+        # call it clipped (DEFAULT_CLIP_S) must say "saturated".
         tt = np.array([(f.t_ns - T0_NS) / 1e9 for f in ticks])
         i1 = np.floor(tt * ch.fs).astype(int) + 1
         i0 = np.maximum(i1 - round(ch.fs), 0)
         cs = np.concatenate(([0], np.cumsum(clip)))
-        has = (cs[np.minimum(i1, clip.size)] - cs[i0]) > 0
+        has = (cs[np.minimum(i1, clip.size)] - cs[i0]) > DEFAULT_CLIP_S["rsp"] * ch.fs + 1
         flagged = np.array([f.reason == "saturated" for f in ticks])
         frac = float(flagged[has].mean()) if has.any() else float("nan")
         return [Row(name, "rsp_saturated_%", 100 * frac,
@@ -418,26 +448,31 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mmme-hil bench real", description=__doc__)
     ap.add_argument("dir", nargs="?", default=str(DEFAULT_DIR))
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
+    ap.add_argument("--packaged", action="store_true",
+                    help="also the recordings installed packages ship (default with no DIR)")
     a = ap.parse_args(argv)
     root = Path(a.dir)
     if not root.exists():
         print(f"bench real: {root} does not exist")
         return 2
     warnings.filterwarnings("ignore")
-    paths = find_recordings(root) if root.is_dir() else [root]
+    items: list[Path | Recording] = list(find_recordings(root) if root.is_dir() else [root])
+    if a.dir == str(DEFAULT_DIR) or a.packaged:
+        items += packaged_recordings()
     n = agree = errors = 0
     print("| recording:channel | feature | ours | references | agree | x real time |")
     print("|---|---|---|---|---|---|")
-    for p in paths:
+    for item in items:
+        name = item.name
         try:
-            rec = read_any(p)
+            rec = read_any(item) if isinstance(item, Path) else item
             if not rec.channels:
                 continue
             n += 1
             rows = recording_rows(rec)
         except Exception as exc:
             errors += 1
-            print(f"| {p.name} | error | {type(exc).__name__}: {exc} | | | |")
+            print(f"| {name} | error | {type(exc).__name__}: {exc} | | | |")
             continue
         judged = [r.agree for r in rows if r.agree is not None]
         agree += int(bool(judged) and all(judged))

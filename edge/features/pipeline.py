@@ -44,7 +44,7 @@ DEFAULT_FLAT_S: dict[str, float] = {
     "eeg": 0.5, "ecg": 1.0, "ppg": 1.0, "rsp": 5.0, "eda": 10.0, "skt": 60.0,
 }
 # Clipping: this long at the channel's extreme without the value changing (Quality).
-DEFAULT_CLIP_S: dict[str, float] = {"ecg": 0.1, "ppg": 0.2, "rsp": 0.5}
+DEFAULT_CLIP_S: dict[str, float] = {"ecg": 0.05, "ppg": 0.1, "rsp": 0.2}
 DECIMATE_TO_HZ: dict[str, float] = {"ppg": 200.0, "rsp": 25.0, "eda": 25.0, "skt": 10.0}
 HUB_CHANNELS = ("ecg", "ppg", "rsp", "eda", "skt")
 
