@@ -217,8 +217,8 @@ FRAME_KINDS = ("face", "face", "face", "shift", "black", "white", "noise", "smal
 
 @pytest.fixture(scope="module")
 def faces() -> list[np.ndarray]:
-    from hil.scenario import ExpressionEvent, Scenario
-    from hil.sim_camera import SimCamera
+    from hil.sim.camera import SimCamera
+    from hil.sim.scenario import ExpressionEvent, Scenario
 
     me = ExpressionEvent(0.1, 0.2, 0.35, ("AU6", "AU12"), "happy", intensity=0.9)
     cam = SimCamera(Scenario(duration_s=0.5, expressions=(me,)), fps=60.0)

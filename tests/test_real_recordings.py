@@ -18,7 +18,7 @@ from scipy import signal
 
 from edge.features import PpgFeatures
 from edge.features.pipeline import FeatureConfig
-from hil import bench_real as br
+from hil.benchmarks import real as br
 
 pytest.importorskip("wfdb")
 pytest.importorskip("heartpy")
