@@ -191,3 +191,24 @@ def test_motion_makes_the_rate_invalid_with_a_reason_and_adds_no_beats(clean) ->
     assert "motion" in reasons
     assert beats.size <= n
     assert abs(br.tick_mean(feats, "ppg_hr_bpm") - hr) <= 1.5
+
+
+def test_bench_reads_a_users_folder_of_edf_and_csv(tmp_path: Path, capsys) -> None:
+    """`mmme-hil bench real DIR`: the same real samples written as EDF and as CSV."""
+    import edfio
+
+    rec = br.read_any(_corpus() / "physionet/100.hea")
+    ecg = rec.first("ecg")
+    assert ecg is not None
+    x = ecg.x[: round(120 * ecg.fs)]
+    edfio.Edf([edfio.EdfSignal(x, ecg.fs, label="ECG MLII", physical_dimension="mV")]).write(
+        tmp_path / "mlii.edf")
+    pulse = br.packaged_recordings()[2].channels[0]
+    y = pulse.x[: round(120 * pulse.fs)]
+    t = np.arange(y.size) / pulse.fs
+    np.savetxt(tmp_path / "finger.csv", np.column_stack((t, y)), delimiter=",",
+               header="time,PPG", comments="")
+    assert br.main([str(tmp_path), "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    print("\n" + "\n".join(out))
+    assert out[-1] == '{"recordings": 2, "agree": 2, "errors": 0}'

@@ -41,7 +41,7 @@ from edge.features.pipeline import DEFAULT_CLIP_S, FeatureConfig, FeaturePipelin
 from sensors.blocks import SampleBlock, StreamInfo
 
 T0_NS = 1_000_000_000_000
-DEFAULT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+DEFAULT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 BEAT_SYMBOLS = set("NLRBAaJSVrFejnE/fQ?")  # WFDB beat annotations (not +, ~, |, ...)
 HR_TOL_BPM = 1.5
 SE_PP_MIN = 0.995
