@@ -253,3 +253,23 @@ def test_the_spotter_never_raises(faces, frames, seed: int) -> None:
         seq, t = seq + dseq, t + dt  # drops, repeats and clock steps backwards
         for iv in sp.update(Frame(seq, t, img)):
             assert iv.kind in ("micro", "macro")
+
+
+@pytest.mark.parametrize("make", [lambda: EcgFeatures(250.0), lambda: PpgFeatures(250.0)],
+                         ids=["ecg", "ppg"])
+def test_a_beat_step_recovers_after_values_that_overflow(make) -> None:
+    """1e300 for a second overflows the filters; the step must not stay NaN for ever."""
+    fs = 250.0
+    rng = np.random.default_rng(1)
+    t = np.arange(int(40 * fs)) / fs
+    x = np.exp(-(((t * 1.2) % 1.0 - 0.2) / 0.03) ** 2) + 0.01 * rng.normal(size=t.size)
+    x[int(15 * fs):int(16 * fs)] = 1e300
+    step = make()
+    tt = T0 + np.round(t * 1e9).astype(np.int64)
+    feats = []
+    for a, b in _blocks(t.size, [50], max_blocks=10**6):
+        feats += step.update(tt[a:b], x[a:b], np.zeros(b - a, np.uint8))
+    _check(feats)
+    late = [f for f in feats if f.name.endswith("_hr_bpm") and f.t_ns > T0 + 30e9]
+    assert late and all(f.valid for f in late)
+    assert all(abs(f.value - 72.0) < 2.0 for f in late)

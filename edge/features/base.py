@@ -109,10 +109,16 @@ class SosStream:
         """Filter ``x`` (n,) or (n, n_channels) along axis 0."""
         if x.shape[0] == 0:
             return x.astype(float)
+        if self.zi is not None and np.abs(self.zi).max() > 1e6 * (np.abs(x).max() + 1e-12):
+            # The state still holds a transient a million times the signal (an absurd
+            # sample, e.g. 1e300): it would take minutes to decay, so start afresh.
+            self.zi = None
         if self.zi is None:
             # Start in steady state at the first value so a DC offset gives no step response.
             self.zi = self._zi_unit[..., None] * x[0] if x.ndim == 2 else self._zi_unit * x[0]
         y, self.zi = signal.sosfilt(self.sos, x, axis=0, zi=self.zi)
+        if not np.isfinite(self.zi).all():
+            self.zi = None  # overflowed (a 1e300 sample): start afresh, not NaN for ever
         return y
 
     def reset(self) -> None:

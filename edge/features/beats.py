@@ -94,15 +94,16 @@ class BeatStep(OneSecondPieces):
 
     def _candidate(self, p: int) -> list[Feature]:
         _, _, b = self.ring.rows(p - self.pre, p + self.w)
-        if union_bits(b):
-            # Bad data near the candidate: no beat, no interval across it, relearn levels.
+        v = self._value(p)
+        if union_bits(b) or not np.isfinite(v):
+            # Bad data near the candidate (or a value that overflowed): no beat, no interval
+            # across it, relearn levels.
             self.peaks.reset()
             self.peaks.spk = None
             self.beats.break_()
             self._warm_end = p + self.w + self.warm
             self._warm.clear()
             return []
-        v = self._value(p)
         if self.peaks.spk is None:
             if p < self._warm_end:
                 self._warm.append((p, v))

@@ -115,7 +115,7 @@ class PpgFeatures(BeatStep):
 
     def _running_mean(self, z: np.ndarray) -> np.ndarray:
         """Causal exponential mean of the squared pulse (Elgendi's offset), per row."""
-        if self.zmean is None:
+        if self.zmean is None or not np.isfinite(self.zmean):
             self.zmean = float(z[0])
         zi = np.array([self.zmean * (1.0 - self._alpha)])
         m, _ = signal.lfilter([self._alpha], [1.0, -(1.0 - self._alpha)], z, zi=zi)
