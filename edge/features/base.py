@@ -77,6 +77,8 @@ class Feature:
                        (int(now_ns) - int(t_ns)) / 1e6, ok, reason)
 
 
+ABSURD = 1e100  # no physical value in any unit comes near this
+
 # --- streaming filters ------------------------------------------------------------------
 class OneSecondPieces:
     """A streaming step whose bounded history must hold what its detectors still need:
@@ -109,9 +111,10 @@ class SosStream:
         """Filter ``x`` (n,) or (n, n_channels) along axis 0."""
         if x.shape[0] == 0:
             return x.astype(float)
-        if self.zi is not None and np.abs(self.zi).max() > 1e6 * (np.abs(x).max() + 1e-12):
-            # The state still holds a transient a million times the signal (an absurd
-            # sample, e.g. 1e300): it would take minutes to decay, so start afresh.
+        if self.zi is not None and np.abs(self.zi).max() > ABSURD:
+            # The state holds the transient of an absurd sample (e.g. 1e300): it would take
+            # minutes to decay, so start afresh (a fixed bound: no physical signal is near
+            # it, and the outcome cannot depend on how the input was cut into blocks).
             self.zi = None
         if self.zi is None:
             # Start in steady state at the first value so a DC offset gives no step response.
@@ -180,6 +183,7 @@ class Quality:
             np.asarray(clip_n, np.int64)
         self._run = np.zeros(n_channels, np.int64)  # flat-run length ending at last sample
         self._same = np.zeros(n_channels, np.int64)  # identical-value run length
+        self._exact = bool((self.flat_eps == 0).all())
         self._max = np.full(n_channels, -np.inf)
         self._min = np.full(n_channels, np.inf)
         self._last_x = np.full(n_channels, np.nan)
@@ -211,15 +215,21 @@ class Quality:
         run = _run_lengths(same, self._run)
         self._run = run[-1]
         bad[run >= self.flat_n] |= BAD_FLAT
-        if self.clip_n.any():
-            ident = _run_lengths(np.diff(xp, axis=0) == 0, self._same)
-            self._same = ident[-1]
-            xf = np.where(finite, x, np.nan)
-            hi = np.fmax.accumulate(np.vstack((self._max[None, :], xf)), axis=0)[1:]
-            lo = np.fmin.accumulate(np.vstack((self._min[None, :], xf)), axis=0)[1:]
-            self._max, self._min = hi[-1], lo[-1]
-            clip = (self.clip_n > 0) & (ident >= self.clip_n) & ((x >= hi) | (x <= lo))
-            bad[clip] |= BAD_SAT
+        cols = np.flatnonzero(self.clip_n)
+        if cols.size:
+            # Identical-value runs: the flat runs themselves where flat_eps is 0.
+            if self._exact:
+                ident = run[:, cols]
+            else:
+                ident = _run_lengths(np.diff(xp[:, cols], axis=0) == 0, self._same[cols])
+                self._same[cols] = ident[-1]
+            xc = x[:, cols]
+            xf = np.where(finite[:, cols], xc, np.nan)
+            hi = np.fmax.accumulate(np.vstack((self._max[None, cols], xf)), axis=0)[1:]
+            lo = np.fmin.accumulate(np.vstack((self._min[None, cols], xf)), axis=0)[1:]
+            self._max[cols], self._min[cols] = hi[-1], lo[-1]
+            clip = (ident >= self.clip_n[cols]) & ((xc >= hi) | (xc <= lo))
+            bad[:, cols] |= np.where(clip, BAD_SAT, np.uint8(0)).astype(np.uint8)
         self._last_x = x[-1].copy()
         return bad
 
