@@ -213,16 +213,18 @@ def block_sizes(fs: float) -> list[int]:
     return [25, max(round(0.02 * fs), 1), max(round(0.05 * fs), 1)]
 
 
-def stream(ch: Channel, cfg: FeatureConfig | None = None) -> tuple[list[Feature], float]:
+def stream(ch: Channel, cfg: FeatureConfig | None = None, sizes: list[int] | None = None
+           ) -> tuple[list[Feature], float]:
     """One channel through the rig's FeaturePipeline (quality, decimation, step) as a
-    one-channel hub at the channel's rate. Returns the features and the CPU seconds."""
+    one-channel hub at the channel's rate, in ``sizes`` (default: the hub's blocks).
+    Returns the features and the CPU seconds."""
     info = StreamInfo("hub", ch.fs, (ch.kind.upper(),), (UNITS[ch.kind],), (1.0,), (0.0,), "us")
     pipe = FeaturePipeline(None, info, cfg)
     n = ch.x.size
     t = T0_NS + np.round(np.arange(n) * 1e9 / ch.fs).astype(np.int64)
     idx = np.arange(n, dtype=np.int64)
     x = ch.x.reshape(-1, 1)
-    sizes = block_sizes(ch.fs)
+    sizes = sizes or block_sizes(ch.fs)
     out: list[Feature] = []
     c0 = time.process_time()
     a, i = 0, 0
