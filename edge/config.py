@@ -114,6 +114,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "features": {
         "mains_hz": Key(int, 50, choices=(50, 60)),
+        # A PPG sensor whose output falls as blood volume rises (some wrist and ear parts).
+        "ppg_inverted": Key(bool, False),
     },
     "mqtt": {
         "enabled": Key(bool, True),

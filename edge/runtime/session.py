@@ -196,6 +196,7 @@ def build_session(cfg: RigConfig, rig: Rig, *, record_dir: str | Path | None = N
         proc_sink = Processing(
             infos, float(cfg.camera["fps"]), outlet, fusion=fusion,
             mains_hz=float(cfg.features["mains_hz"]),
+            ppg_inverted=bool(cfg.features["ppg_inverted"]),
             health=lambda: late["session"].health(),
             record_event=lambda *a: late["session"].record_event(*a), remap=keeper.remap)
         sinks.append(proc_sink)
