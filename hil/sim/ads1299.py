@@ -247,6 +247,26 @@ class Ads1299Emulator:
         with self._lock:
             return self._latest_k(t_ns)
 
+    def frames(self, first_index: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """What the output register held at each of samples ``first_index .. + n - 1`` of
+        the current run: their DRDY host instants ``(n,)`` int64 and 27-byte frames
+        ``(n, 27)`` uint8. A microcontroller reading at every DRDY gets exactly these
+        (hil.sim.eeg_bridge). The samples must have been produced already."""
+        with self._lock:
+            run = self._run
+            if run is None:
+                raise ValueError("frames: the chip is not converting")
+            k = np.arange(first_index, first_index + n, dtype=np.int64)
+            if n and (first_index < 0 or k[-1] > self._latest_k(monotonic_ns())):
+                raise ValueError(f"frames: samples {first_index}..{first_index + n - 1} "
+                                 "not produced yet")
+            if not n:
+                return np.zeros(0, np.int64), np.zeros((0, 27), np.uint8)
+            t, data, _ = self._gather(run, k)
+            st = self._status(run, k, t)
+            head = np.stack([(st >> 16) & 0xFF, (st >> 8) & 0xFF, st & 0xFF], axis=-1)
+            return t.copy(), np.concatenate([head.astype(np.uint8), data], axis=1)
+
     def truth(self, first_index: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Ground truth of produced samples: status ``(n,)`` uint32, counts ``(n, 8)`` int32."""
         with self._lock:
