@@ -57,19 +57,25 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "eeg": {
         "enabled": Key(bool, True),
-        "backend": Key(str, "spidev", choices=("spidev", "sim")),
+        # spi: the chips on the host's SPI, DRDY serviced by the host (one bus per chip);
+        # bridge: the chips behind the EEG bridge's FIFO (docs/eeg-bridge-protocol.md), on
+        # spi_devices[0]; sim: the simulated bench (sim.eeg_link says which of the two).
+        # "spidev" is the old name of "spi".
+        "backend": Key(str, "spi", choices=("spi", "spidev", "bridge", "sim")),
         "spi_bus": Key(int, 0, lo=0, hi=7),
         "spi_devices": Key(list, [0], item=int, length=(1, 2)),
         "spi_hz": Key(int, 4_000_000, lo=100_000, hi=20_000_000),
-        "drdy_line": GPIO_LINE,
+        "drdy_line": Key(int, -1, lo=-1, hi=1023),  # direct SPI only (the bridge has its own)
         "reset_line": Key(int, -1, lo=-1, hi=1023),
         "fs_hz": Key(int, 1000, choices=ADS1299_RATES_HZ),
-        "gain": Key(int, 24, choices=ADS1299_GAINS),
-        "channels": Key(list, item=str, length=(8, 16)),
+        # One gain for every channel, or one per channel (values from ADS1299_GAINS).
+        "gain": Key((int, list), 24, item=int, length=(8, 64)),
+        "channels": Key(list, item=str, length=(8, 64)),  # 8 per chip
         "input": Key(str, "normal", choices=("normal", "shorted", "test")),
         "bias": Key(bool, True),
         "srb1": Key(bool, True),
         "lead_off": Key(bool, True),
+        "drain_ms": Key(int, 20, lo=10, hi=50),  # bridge: one FIFO burst read this often
     },
     "hub": {
         "enabled": Key(bool, True),
@@ -92,6 +98,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "features": {
         "mains_hz": Key(int, 50, choices=(50, 60)),
+        # EEG band features on these channels only (names from eeg.channels); [] = all.
+        "eeg_channels": Key(list, [], item=str, length=(0, 64)),
     },
     "mqtt": {
         "enabled": Key(bool, True),
@@ -115,6 +123,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "camera_drift_ppm": Key(float, 25.0, lo=-500, hi=500),
         # Fault injection for selftest checks: the ID the emulated EEG chip answers.
         "eeg_chip_id": Key(int, 0x3E, lo=0, hi=255),
+        # Which EEG front end the bench emulates for eeg.backend = "sim"; --sim keeps the
+        # config's own ("spi" or "bridge").
+        "eeg_link": Key(str, "bridge", choices=("bridge", "spi")),
     },
 }
 OPTIONAL_SECTIONS = {"features", "mqtt", "sim", "eeg", "hub", "camera"}
@@ -150,9 +161,17 @@ class RigConfig:
             camera={**self.camera, "backend": "sim"},
             features=self.features,
             mqtt=self.mqtt,
-            sim=self.sim,
+            sim={**self.sim, "eeg_link": eeg_link(self)},
             source=self.source,
         )
+
+
+def eeg_link(cfg: RigConfig) -> str:
+    """The EEG front end a config describes: "spi" (direct) or "bridge"."""
+    backend = cfg.eeg["backend"]
+    if backend == "sim":
+        return str(cfg.sim["eeg_link"])
+    return "spi" if backend == "spidev" else str(backend)
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:
@@ -214,17 +233,32 @@ def _check_section(name: str, doc: dict[str, Any]) -> dict[str, Any]:
 def _cross_checks(cfg: dict[str, dict[str, Any]]) -> None:
     eeg = cfg["eeg"]
     if eeg["enabled"]:
-        n_chips = len(eeg["spi_devices"])
-        if len(eeg["channels"]) != 8 * n_chips:
-            raise ConfigError(
-                f"eeg.channels: {n_chips} chip(s) need {8 * n_chips} channel names; "
-                f"got {len(eeg['channels'])}"
-            )
-        if len(set(eeg["channels"])) != len(eeg["channels"]):
+        link = cfg["sim"]["eeg_link"] if eeg["backend"] == "sim" else eeg["backend"]
+        n_ch = len(eeg["channels"])
+        gains = eeg["gain"] if isinstance(eeg["gain"], list) else [eeg["gain"]] * n_ch
+        if len(gains) != n_ch or any(g not in ADS1299_GAINS for g in gains):
+            opts = ", ".join(str(g) for g in ADS1299_GAINS)
+            raise ConfigError(f"eeg.gain: one value or one per channel ({n_ch}), each one of "
+                              f"{opts}; got {eeg['gain']!r}")
+        if link in ("spi", "spidev"):
+            if eeg["drdy_line"] < 0:
+                raise ConfigError("eeg.drdy_line: missing (required for direct SPI)")
+            n_chips = len(eeg["spi_devices"])
+            if n_ch != 8 * n_chips:
+                raise ConfigError(
+                    f"eeg.channels: {n_chips} chip(s) on spi_devices need {8 * n_chips} "
+                    f"channel names; got {n_ch} (more channels: eeg.backend = \"bridge\")"
+                )
+        elif n_ch % 8:
+            raise ConfigError(f"eeg.channels: 8 names per chip behind the bridge; got {n_ch}")
+        if len(set(eeg["channels"])) != n_ch:
             raise ConfigError("eeg.channels: channel names must be unique")
+        unknown = [c for c in cfg["features"]["eeg_channels"] if c not in eeg["channels"]]
+        if unknown:
+            raise ConfigError(f"features.eeg_channels: {unknown} not in eeg.channels")
     gpio = cfg["gpio"]
     used = [gpio["sync_out_line"], gpio["marker_strobe_line"], *gpio["marker_data_lines"]]
-    if eeg["enabled"]:
+    if eeg["enabled"] and eeg["drdy_line"] >= 0:
         used.append(eeg["drdy_line"])
     dup = {x for x in used if used.count(x) > 1}
     if dup:

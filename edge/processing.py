@@ -78,9 +78,10 @@ class Processing:
                  health: Callable[[], dict[str, Any]] | None = None,
                  record_event: Callable[[str, dict[str, Any], int], Any] | None = None,
                  remap: Callable[[SampleBlock], SampleBlock] | None = None,
-                 frame_queue: int = 300) -> None:
+                 frame_queue: int = 300, eeg_channels: tuple[str, ...] = ()) -> None:
         self.features = FeaturePipeline(infos.get("eeg"), infos.get("hub"),
-                                        FeatureConfig(mains_hz=float(mains_hz)))
+                                        FeatureConfig(mains_hz=float(mains_hz),
+                                                      eeg_channels=eeg_channels or None))
         self.spotter = Spotter(fps)
         self.outlet = outlet
         self.fusion = fusion

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.acquisition import ProcessDriver
-from edge.config import RigConfig
+from edge.config import RigConfig, eeg_link
 from sensors.ads1299 import Ads1299, Ads1299Settings
 from sensors.camera import buffers_for
 from sensors.hub import Hub, HubSettings
@@ -26,8 +26,8 @@ PULSER_RT_PRIORITY = 60
 def eeg_settings(cfg: RigConfig) -> Ads1299Settings:
     eeg = cfg.eeg
     return Ads1299Settings(
-        fs_hz=int(eeg["fs_hz"]), gains=int(eeg["gain"]), channels=tuple(eeg["channels"]),
-        n_chips=len(eeg["spi_devices"]), inputs=str(eeg["input"]), bias=bool(eeg["bias"]),
+        fs_hz=int(eeg["fs_hz"]), gains=eeg["gain"], channels=tuple(eeg["channels"]),
+        n_chips=len(eeg["channels"]) // 8, inputs=str(eeg["input"]), bias=bool(eeg["bias"]),
         srb1=bool(eeg["srb1"]), lead_off=bool(eeg["lead_off"]),
     )
 
@@ -45,6 +45,31 @@ def build_spidev_eeg(eeg: dict[str, Any], gpio: dict[str, Any],
     reset = (open_output(gpio["backend"], gpio["chip"], int(eeg["reset_line"]), initial=1)
              if int(eeg["reset_line"]) >= 0 else None)
     return Ads1299(buses, drdy, settings, reset=reset)
+
+
+def _eeg(cfg: RigConfig, bench: Any) -> Any:
+    """The EEG driver for the config's front end, on real SPI or on the bench.
+
+    Direct SPI must read every frame within one sample period, so it runs in its own
+    process at real-time priority. Behind the bridge the deadline is the FIFO's second,
+    so a plain pump thread in this process drains it (no process, no SCHED_FIFO).
+    """
+    settings = eeg_settings(cfg)
+    simulated = cfg.eeg["backend"] == "sim"
+    if eeg_link(cfg) == "bridge":
+        from sensors.eeg_bridge import EegBridge, LinkSettings
+
+        if simulated:
+            bus = bench.eeg_bridge_bus(settings)
+        else:
+            from sensors.spi import SpidevBus
+
+            bus = SpidevBus(int(cfg.eeg["spi_bus"]), int(cfg.eeg["spi_devices"][0]),
+                            int(cfg.eeg["spi_hz"]))
+        return EegBridge(bus, settings, LinkSettings(drain_s=int(cfg.eeg["drain_ms"]) / 1e3))
+    factory = (bench.eeg_factory(settings) if simulated else
+               functools.partial(build_spidev_eeg, cfg.eeg, cfg.gpio, settings))
+    return ProcessDriver(factory, "eeg", rt_priority=EEG_RT_PRIORITY)
 
 
 @dataclass
@@ -153,10 +178,7 @@ def open_rig(cfg: RigConfig, duration_s: float = 0.0, bench: Any = None) -> Rig:
         rig.pulser = SyncPulser(sync_out, rt_priority=PULSER_RT_PRIORITY)
         rig.markers = MarkerReader(strobe, bus)
         if cfg.eeg["enabled"]:
-            settings = eeg_settings(cfg)
-            factory = (bench.eeg_factory(settings) if cfg.eeg["backend"] == "sim" else
-                       functools.partial(build_spidev_eeg, cfg.eeg, cfg.gpio, settings))
-            rig.eeg = ProcessDriver(factory, "eeg", rt_priority=EEG_RT_PRIORITY)
+            rig.eeg = _eeg(cfg, bench)
             rig.eeg.open()
         if cfg.hub["enabled"]:
             port = bench.hub_port() if cfg.hub["backend"] == "sim" else cfg.hub["port"]

@@ -356,6 +356,7 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
     processing = Processing(
         infos, float(cfg.camera["fps"]), outlet, fusion=fusion,
         mains_hz=float(cfg.features["mains_hz"]), health=health,
+        eeg_channels=tuple(cfg.features["eeg_channels"]),
         record_event=record_event, remap=keeper.remap,
     )
     sinks.append(processing)

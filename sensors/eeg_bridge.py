@@ -34,6 +34,7 @@ Link faults, all counted in ``counters`` and none raised out of ``poll``:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,6 +102,9 @@ class EegBridge:
         self.identity: bp.Identity | None = None
         self.chip_ids: list[int] = []
         self._tag = 0
+        # One exchange at a time: the runtime's pump thread polls while another thread
+        # may call stop(); a request and its answer must not interleave with another's.
+        self._lock = threading.RLock()
         self._period_ns = 1e9 / settings.fs_hz
         self._per_read = bp.frames_per_read(self.link.max_xfer_bytes, settings.n_chips)
         self._opened = False
@@ -163,12 +167,15 @@ class EegBridge:
             time.sleep(wait_ns / 1e9)
         if monotonic_ns() < due:
             return []
-        if self._down:
-            self._probe()
+        with self._lock:
+            if not self._running:
+                return self._pending_out()
+            if self._down:
+                self._probe()
+                return self._pending_out()
+            self._next_drain_ns = max(due + int(self.link.drain_s * 1e9), monotonic_ns())
+            self._guarded(self._drain)
             return self._pending_out()
-        self._next_drain_ns = max(due + int(self.link.drain_s * 1e9), monotonic_ns())
-        self._guarded(self._drain)
-        return self._pending_out()
 
     @property
     def stalled(self) -> bool:
@@ -177,10 +184,11 @@ class EegBridge:
 
     def stop(self) -> None:
         """STOP; what the FIFO still holds comes out of the next poll."""
-        if self._running and not self._down:
+        with self._lock:
+            if self._running and not self._down:
+                self._running = False
+                self._guarded(lambda: (self.exchange(bp.STOP, b"", 0), self._drain()))
             self._running = False
-            self._guarded(lambda: (self.exchange(bp.STOP, b"", 0), self._drain()))
-        self._running = False
 
     def close(self) -> None:
         if self._running:
@@ -196,6 +204,10 @@ class EegBridge:
         Raises DeviceTimeout when nothing answers within ``response_timeout_s``, and
         LinkError (CrcMismatch / Rejected / Stale) when retries are exhausted.
         """
+        with self._lock:
+            return self._exchange(command, payload, answer_len)
+
+    def _exchange(self, command: int, payload: bytes, answer_len: int) -> bytes:
         c = self.counters
         n_read = bp.response_bytes(answer_len)
         zeros = bytes(n_read)

@@ -20,6 +20,7 @@ from typing import Any
 from hil.sim.ads1299 import Ads1299Emulator, shared_reset_line, shared_start_line
 from hil.sim.camera import SimCamera
 from hil.sim.crystal import Crystal
+from hil.sim.eeg_bridge import EegBridgeEmulator
 from hil.sim.hub import HubEmulator
 from hil.sim.marker_source import schedule_markers
 from hil.sim.scenario import Scenario, generate
@@ -33,6 +34,9 @@ LEAD_IN_S = 0.5  # scenario t = 0 this long after the bench is built (drivers op
 # a sensor's timestamp counter), so a driver that starts early never sees negative time.
 HUB_UPTIME_S = 7.0
 CAMERA_UPTIME_S = 3.0
+BRIDGE_UPTIME_S = 11.0
+BRIDGE_MCU_PPM = -35.0  # the bridge MCU's crystal; the chips have eeg_drift_ppm
+BRIDGE_HISTORY_S = 10.0  # emulator sample history (the bridge reads within its 1-s FIFO)
 
 
 def load_scenario(sim: dict[str, Any], duration_s: float) -> Scenario:
@@ -78,6 +82,7 @@ class SimBench:
     t0_ns: int
     wire: Wire
     eeg: EegSim | None = None
+    eeg_bridge: EegBridgeEmulator | None = None  # built by eeg_bridge_bus (fault hooks)
     hub: HubEmulator | None = None
     camera: SimCamera | None = None
     expected_markers: list[Marker] = field(default_factory=list)
@@ -117,6 +122,27 @@ class SimBench:
         if self.eeg is None:
             raise RuntimeError("the bench has no EEG")
         return functools.partial(build_sim_eeg, self.eeg, settings)
+
+    def eeg_bridge_bus(self, settings: Ads1299Settings) -> EegBridgeEmulator:
+        """The EEG bridge's MCU in front of emulated chips, as the bridge's SpiBus.
+
+        It runs in this process (the driver drains it from a pump thread); the chips
+        share one crystal, the MCU has its own."""
+        if self.eeg is None:
+            raise RuntimeError("the bench has no EEG")
+        sim = self.eeg
+        crystal = Crystal(ppm=sim.ppm, origin_host_ns=sim.t0_ns)
+        names = tuple(settings.channels)
+        chips = [
+            Ads1299Emulator(crystal, self.wire, sim.scenario, seed=sim.seed, chip_index=i,
+                            t0_ns=sim.t0_ns, channels=names[8 * i: 8 * i + 8],
+                            chip_id=sim.chip_id, history_s=BRIDGE_HISTORY_S)
+            for i in range(settings.n_chips)
+        ]
+        mcu = Crystal(ppm=BRIDGE_MCU_PPM, origin_host_ns=sim.t0_ns,
+                      origin_device_s=BRIDGE_UPTIME_S)
+        self.eeg_bridge = EegBridgeEmulator(chips, mcu, seed=sim.seed)
+        return self.eeg_bridge
 
     def hub_port(self) -> str:
         if self.hub is None:
