@@ -76,6 +76,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "srb1": Key(bool, True),
         "lead_off": Key(bool, True),
         "drain_ms": Key(int, 20, lo=10, hi=50),  # bridge: one FIFO burst read this often
+        # bridge: drain from an own process instead of a pump thread in the rig's process
+        "bridge_process": Key(bool, False),
     },
     "hub": {
         "enabled": Key(bool, True),

@@ -52,24 +52,38 @@ def _eeg(cfg: RigConfig, bench: Any) -> Any:
 
     Direct SPI must read every frame within one sample period, so it runs in its own
     process at real-time priority. Behind the bridge the deadline is the FIFO's second,
-    so a plain pump thread in this process drains it (no process, no SCHED_FIFO).
+    so a plain pump thread in this process drains it (no SCHED_FIFO); with
+    ``eeg.bridge_process`` it gets its own process like direct mode (normal priority).
     """
     settings = eeg_settings(cfg)
     simulated = cfg.eeg["backend"] == "sim"
     if eeg_link(cfg) == "bridge":
         from sensors.eeg_bridge import EegBridge, LinkSettings
 
-        if simulated:
-            bus = bench.eeg_bridge_bus(settings)
-        else:
-            from sensors.spi import SpidevBus
-
-            bus = SpidevBus(int(cfg.eeg["spi_bus"]), int(cfg.eeg["spi_devices"][0]),
-                            int(cfg.eeg["spi_hz"]))
-        return EegBridge(bus, settings, LinkSettings(drain_s=int(cfg.eeg["drain_ms"]) / 1e3))
+        link = LinkSettings(drain_s=int(cfg.eeg["drain_ms"]) / 1e3)
+        if cfg.eeg["bridge_process"]:
+            factory = (bench.eeg_bridge_factory(settings, link) if simulated else
+                       functools.partial(build_spidev_bridge, cfg.eeg, settings, link))
+            return ProcessDriver(factory, "eeg")
+        bus = (bench.eeg_bridge_bus(settings) if simulated else
+               _bridge_bus(cfg.eeg))
+        return EegBridge(bus, settings, link)
     factory = (bench.eeg_factory(settings) if simulated else
                functools.partial(build_spidev_eeg, cfg.eeg, cfg.gpio, settings))
     return ProcessDriver(factory, "eeg", rt_priority=EEG_RT_PRIORITY)
+
+
+def _bridge_bus(eeg: dict[str, Any]) -> Any:
+    from sensors.spi import SpidevBus
+
+    return SpidevBus(int(eeg["spi_bus"]), int(eeg["spi_devices"][0]), int(eeg["spi_hz"]))
+
+
+def build_spidev_bridge(eeg: dict[str, Any], settings: Ads1299Settings, link: Any) -> Any:
+    """The bridge driver on real SPI; runs inside an acquisition process."""
+    from sensors.eeg_bridge import EegBridge
+
+    return EegBridge(_bridge_bus(eeg), settings, link)
 
 
 @dataclass

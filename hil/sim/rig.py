@@ -28,6 +28,7 @@ from hil.sim.wire import MARKER, MARKER_STROBE, SYNC, SimEdgeInput, SimInputBus,
 from sensors.ads1299 import Ads1299, Ads1299Settings
 from sensors.blocks import Marker, monotonic_ns
 from sensors.camera import buffers_for
+from sensors.eeg_bridge import EegBridge, LinkSettings
 
 LEAD_IN_S = 0.5  # scenario t = 0 this long after the bench is built (drivers open first)
 # Device clocks at scenario t = 0: each device booted a while before (a real MCU's uptime,
@@ -57,6 +58,27 @@ class EegSim:
     seed: int
     wire: dict[str, tuple[str, int, int, str]]  # shared-memory handles of the wire
     chip_id: int = 0x3E
+
+
+def build_sim_bridge_bus(sim: EegSim, settings: Ads1299Settings, wire: Wire | None = None
+                         ) -> EegBridgeEmulator:
+    """The EEG bridge's MCU in front of emulated chips (one crystal), as an SpiBus."""
+    wire = wire if wire is not None else Wire.attach(sim.wire)
+    crystal = Crystal(ppm=sim.ppm, origin_host_ns=sim.t0_ns)
+    names = tuple(settings.channels)
+    chips = [
+        Ads1299Emulator(crystal, wire, sim.scenario, seed=sim.seed, chip_index=i,
+                        t0_ns=sim.t0_ns, channels=names[8 * i: 8 * i + 8],
+                        chip_id=sim.chip_id, history_s=BRIDGE_HISTORY_S)
+        for i in range(settings.n_chips)
+    ]
+    mcu = Crystal(ppm=BRIDGE_MCU_PPM, origin_host_ns=sim.t0_ns, origin_device_s=BRIDGE_UPTIME_S)
+    return EegBridgeEmulator(chips, mcu, seed=sim.seed)
+
+
+def build_sim_bridge(sim: EegSim, settings: Ads1299Settings, link: LinkSettings) -> EegBridge:
+    """The bridge driver on an emulated bridge; runs inside an acquisition process."""
+    return EegBridge(build_sim_bridge_bus(sim, settings), settings, link)
 
 
 def build_sim_eeg(sim: EegSim, settings: Ads1299Settings) -> Ads1299:
@@ -130,19 +152,16 @@ class SimBench:
         share one crystal, the MCU has its own."""
         if self.eeg is None:
             raise RuntimeError("the bench has no EEG")
-        sim = self.eeg
-        crystal = Crystal(ppm=sim.ppm, origin_host_ns=sim.t0_ns)
-        names = tuple(settings.channels)
-        chips = [
-            Ads1299Emulator(crystal, self.wire, sim.scenario, seed=sim.seed, chip_index=i,
-                            t0_ns=sim.t0_ns, channels=names[8 * i: 8 * i + 8],
-                            chip_id=sim.chip_id, history_s=BRIDGE_HISTORY_S)
-            for i in range(settings.n_chips)
-        ]
-        mcu = Crystal(ppm=BRIDGE_MCU_PPM, origin_host_ns=sim.t0_ns,
-                      origin_device_s=BRIDGE_UPTIME_S)
-        self.eeg_bridge = EegBridgeEmulator(chips, mcu, seed=sim.seed)
+        self.eeg_bridge = build_sim_bridge_bus(self.eeg, settings, self.wire)
         return self.eeg_bridge
+
+    def eeg_bridge_factory(self, settings: Ads1299Settings, link: LinkSettings
+                           ) -> Callable[[], EegBridge]:
+        """A picklable recipe for the bridge driver on an emulated bridge (for an
+        acquisition process; the fault hooks then live in that process)."""
+        if self.eeg is None:
+            raise RuntimeError("the bench has no EEG")
+        return functools.partial(build_sim_bridge, self.eeg, settings, link)
 
     def hub_port(self) -> str:
         if self.hub is None:
