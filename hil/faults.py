@@ -21,8 +21,10 @@ Fault helpers for what the bench has no one-call switch for:
   inverts the steps and the emulator's grid is shifted with the step, so the truth table
   stays exact.
 - :func:`cpu_hogs` starts busy-loop child processes (CPU starvation) and ends them by pid.
-- EEG faults go into the acquisition process through
-  :meth:`edge.acquisition.ProcessDriver.inject` (e.g. ``"stick_drdy"``).
+- EEG faults, direct SPI (``sim.eeg_link = "spi"``): into the acquisition process through
+  :meth:`edge.acquisition.ProcessDriver.inject` (e.g. ``"stick_drdy"``). Behind the
+  bridge (the default): the bridge emulator is ``rig.bench.eeg_bridge`` in this process,
+  with its public hooks (``corrupt_responses``, ``reset``, ``stop_answering``, ...).
 """
 
 from __future__ import annotations
