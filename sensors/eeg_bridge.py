@@ -13,7 +13,10 @@ latency, and the sync pulse is seen by the chip at sample instants anyway, so th
 not make the pulse pairs better; they place each sample on the host clock instead:
 ``host_t_ns = host time after the read - (now_us - t_us) * 1000``, a causal stamp within
 the transfer time of the truth, where a burst's arrival time would be 10..50 ms late.
-That is what feeds the clock's coarse model. After a bridge reset the sequence (and so
+That is what feeds the clock's coarse model. The offset (host ns - MCU ns) is
+the least one seen, each older bound loosened by ``MAX_DRIFT_PPM`` of the time since: a
+read the scheduler held up (its offset too large) does not move it, and it stays causal
+as long as the two crystals differ by less than that. After a bridge reset the sequence (and so
 ``device_t``) restarts at 0: the clock keeper takes that as a device reset (new
 segment); ``index`` runs on across it, advanced by the host time that passed.
 
@@ -53,6 +56,7 @@ from sensors.errors import DeviceError, DeviceTimeout, WrongDevice
 from sensors.seams import SpiBus
 
 U32 = 1 << 32
+MAX_DRIFT_PPM = 500.0  # MCU crystal vs host clock, at most (the offset filter's slack)
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,10 @@ class EegBridge:
         self._parts: list[tuple[np.ndarray, ...]] = []
         self._last_overflow = 0
         self._last_missed = 0
+        self._offset_ns: float | None = None  # host ns - MCU ns, least causal bound
+        self._offset_at = 0
+        self._mcu_ns = 0  # the MCU counter unwrapped, in ns, at the last answer
+        self._mcu_us = 0
 
     # ---- lifecycle
 
@@ -292,6 +300,7 @@ class EegBridge:
         self._down = False
         self._expect_seq = 0
         self._last_overflow = self._last_missed = 0
+        self._offset_ns = None  # a new run (or a rebooted MCU): its counter anew
         if first:
             self._index_base = self._last_index + 1  # a new run: the index runs on
         else:
@@ -371,12 +380,28 @@ class EegBridge:
             self.counters.dropped += gaps
             self.counters.extra["seq_gap"] += gaps
         self._expect_seq = int(seq[-1]) + 1
-        age_us = (now_us - t_us) % U32
-        host_t = host_ns - age_us * 1000
+        now_mcu_ns = self._mcu_now_ns(now_us, host_ns)
+        host_t = (now_mcu_ns - ((now_us - t_us) % U32) * 1000 + self._offset_ns).astype(np.int64)
         index = self._index_base + seq
         self._last_index = int(index[-1])
         self._last_host_ns = int(host_t[-1])
         self._parts.append((index, seq, host_t, frames))
+
+    def _mcu_now_ns(self, now_us: int, host_ns: int) -> int:
+        """Unwrap the MCU's 32-bit microseconds and update the host - MCU offset bound."""
+        if self._offset_ns is None:
+            self._mcu_ns = now_us * 1000
+        else:
+            self._mcu_ns += ((now_us - self._mcu_us) % U32) * 1000
+        self._mcu_us = now_us
+        bound = host_ns - self._mcu_ns  # >= the true offset: the answer was built before
+        if self._offset_ns is None:
+            self._offset_ns = float(bound)
+        else:
+            slack = MAX_DRIFT_PPM * 1e-6 * (host_ns - self._offset_at)
+            self._offset_ns = min(self._offset_ns + slack, float(bound))
+        self._offset_at = host_ns
+        return self._mcu_ns
 
     def _flush(self) -> None:
         """What this drain read, as one block."""

@@ -134,7 +134,7 @@ def test_every_sample_arrives_bit_exact_at_every_gain(n_chips: int) -> None:
     assert np.allclose(uv, cat(blocks, "raw") * (4.5 / (2**23 - 1) / np.array(gains) * 1e6))
 
 
-def test_host_stamps_from_the_mcu_counter_are_causal_and_within_a_ms_of_the_drdy() -> None:
+def test_host_stamps_from_the_mcu_counter_are_causal_and_within_a_ms_of_drdy() -> None:
     drv, emu = make(1)
     drv.open()
     drv.start()
@@ -144,9 +144,9 @@ def test_host_stamps_from_the_mcu_counter_are_causal_and_within_a_ms_of_the_drdy
     drv.stop()
     err = host - drdy_ns[idx]
     assert (err >= 0).all(), "a stamp before the sample was taken"
-    # The read's own latency, not the 20-ms burst: the MCU's counter places each sample.
-    assert np.percentile(err, 50) < 2_000_000
-    assert np.ptp(err) < 0.5 * 20_000_000
+    # Not the 20-ms burst: the MCU's counter places each sample, offset by the quickest
+    # read seen (measured 0.03-0.05 ms here; a read held up by the scheduler is ignored).
+    assert np.percentile(err, 99) < 1_000_000
 
 
 def test_wrong_chip_count_wrong_chip_id_and_no_bridge_are_clear_errors() -> None:
