@@ -11,8 +11,8 @@ period since START): device time stays the sample index, the ADS1299's own conve
 clock, without jitter. The bridge's microsecond stamps are another crystal plus interrupt
 latency, and the sync pulse is seen by the chip at sample instants anyway, so they would
 not make the pulse pairs better; they place each sample on the host clock instead:
-``host_t_ns = host time after the read - (now_us - t_us) * 1000``, a causal stamp within
-the transfer time of the truth, where a burst's arrival time would be 10..50 ms late.
+``host_t_ns = t_us * 1000 + offset``, a causal stamp within the quickest read's latency
+of the truth, where a burst's arrival time would be 10..50 ms late.
 That is what feeds the clock's coarse model. The offset (host ns - MCU ns) is
 the least one seen, each older bound loosened by ``MAX_DRIFT_PPM`` of the time since: a
 read the scheduler held up (its offset too large) does not move it, and it stays causal
