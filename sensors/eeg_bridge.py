@@ -195,8 +195,20 @@ class EegBridge:
         with self._lock:
             if self._running and not self._down:
                 self._running = False
-                self._guarded(lambda: (self.exchange(bp.STOP, b"", 0), self._drain()))
+                self._guarded(lambda: (self.exchange(bp.STOP, b"", 0), self._drain(),
+                                       self._count_tail()))
             self._running = False
+
+    def _count_tail(self) -> None:
+        """Frames dropped after the last one read (a full FIFO at STOP) leave no gap to
+        see in the sequence: the bridge's next_seq says how many."""
+        status = bp.BridgeStatus.unpack(self.exchange(bp.STATUS, b"", bp.STATUS_WORD.size))
+        self._note_status(status)
+        tail = (status.next_seq - self._expect_seq) % U32
+        if 0 < tail < U32 // 2:
+            self.counters.dropped += tail
+            self.counters.extra["seq_gap"] += tail
+            self._expect_seq += tail
 
     def close(self) -> None:
         if self._running:

@@ -303,3 +303,18 @@ def test_a_hung_bridge_rebooted_by_its_watchdog_is_recovered_with_the_gap_counte
     assert idx[-1] - idx[0] + 1 - idx.size == c.dropped
     assert c.extra["reset_gap"] >= 400  # the hang: about half a second of samples
     assert idx.size >= 900
+
+
+def test_frames_dropped_after_the_last_read_are_counted_at_stop() -> None:
+    drv, _ = make(fifo_frames=1000)
+    drv.open()
+    drv.start()
+    blocks = collect(drv, 0.2)
+    time.sleep(1.3)  # the FIFO fills; the newest frames are dropped; then STOP
+    drv.stop()
+    blocks += drv.poll(0.0)
+    c = drv.counters
+    assert c.extra["fifo_overflow"] >= 200
+    assert c.dropped == c.extra["seq_gap"] == c.extra["fifo_overflow"]
+    idx = cat(blocks, "index")
+    assert np.array_equal(idx, np.arange(idx.size))  # the loss is all after the last frame
