@@ -68,7 +68,8 @@ class LinkSettings:
     retries: int = 3  # bad copies of one answer (or refused requests) before giving up
     max_xfer_bytes: int = 4096  # spidev's default buffer: a READ_FIFO answer fits in it
     backoff_s: float = 0.05  # first re-probe after a timeout, doubling ...
-    backoff_max_s: float = 1.0  # ... up to this
+    # ... up to this: a link back within 0.8 s is drained before the 1-s FIFO fills.
+    backoff_max_s: float = 0.2
 
     def __post_init__(self) -> None:
         if not 0.005 <= self.drain_s <= 0.1:
