@@ -138,6 +138,13 @@ class EegBridge:
     def open(self) -> None:
         """Identify the bridge, configure every chip through it, set the rate."""
         try:
+            self._open()
+        except bp.LinkError as exc:
+            raise DeviceError(f"eeg bridge: the link keeps failing while opening ({exc})"
+                              ) from None
+
+    def _open(self) -> None:
+        try:
             ident = bp.Identity.unpack(self.exchange(bp.IDENTIFY, b"", bp.IDENTITY.size))
         except DeviceTimeout:
             raise DeviceTimeout(
@@ -162,7 +169,10 @@ class EegBridge:
     def start(self) -> None:
         if not self._opened:
             raise DeviceError("eeg: start() before open()")
-        self._start_run(first=True)
+        try:
+            self._start_run(first=True)
+        except bp.LinkError as exc:
+            raise DeviceError(f"eeg bridge: START failed ({exc})") from None
 
     def poll(self, timeout_s: float) -> list[SampleBlock]:
         """Sleep to the next drain (at most ``timeout_s``), then drain the FIFO."""

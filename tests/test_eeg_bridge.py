@@ -24,7 +24,7 @@ from sensors import bridge_protocol as bp
 from sensors.ads1299 import GAIN_CODES, Ads1299Settings
 from sensors.blocks import SampleBlock, monotonic_ns
 from sensors.eeg_bridge import EegBridge, LinkSettings
-from sensors.errors import DeviceTimeout, WrongDevice
+from sensors.errors import DeviceError, DeviceTimeout, WrongDevice
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "eeg-bridge-protocol.md"
 ALL_GAINS = sorted(GAIN_CODES)
@@ -318,3 +318,10 @@ def test_frames_dropped_after_the_last_read_are_counted_at_stop() -> None:
     assert c.dropped == c.extra["seq_gap"] == c.extra["fifo_overflow"]
     idx = cat(blocks, "index")
     assert np.array_equal(idx, np.arange(idx.size))  # the loss is all after the last frame
+
+
+def test_a_link_that_only_returns_garbage_is_a_clear_device_error_at_open() -> None:
+    drv, emu = make()
+    emu.corrupt_responses(1000)
+    with pytest.raises(DeviceError, match="link keeps failing"):
+        drv.open()
