@@ -56,6 +56,7 @@ from sensors.errors import DeviceError, DeviceTimeout, WrongDevice
 from sensors.seams import SpiBus
 
 U32 = 1 << 32
+TURNAROUND_NS = 50_000  # request CS high -> response read, at least (the protocol's)
 MAX_DRIFT_PPM = 500.0  # MCU crystal vs host clock, at most (the offset filter's slack)
 
 
@@ -247,7 +248,10 @@ class EegBridge:
             self._tag = (self._tag + 1) & 0xFF
             tag = self._tag
             self._bus.xfer(bp.request(command, payload, tag))
-            deadline = monotonic_ns() + int(self.link.response_timeout_s * 1e9)
+            sent = monotonic_ns()
+            deadline = sent + int(self.link.response_timeout_s * 1e9)
+            while monotonic_ns() - sent < TURNAROUND_NS:
+                pass  # the protocol's 50 us before a response read (sleep is far coarser)
             copies = 0
             while True:
                 try:

@@ -9,6 +9,7 @@ compared with what the bench's chip emulators produced for that sample index.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +56,28 @@ def test_recorded_eeg_is_the_emulators_truth_bit_exact_at_every_gain(name: str,
     # Every gain's scale went into the stream description the file carries.
     scale = np.asarray(eeg.info.scale)
     assert np.allclose(scale, 4.5 / (2**23 - 1) / np.asarray(gains) * 1e6)
+
+
+def test_the_bridge_can_be_drained_from_its_own_process() -> None:
+    from edge.acquisition import ProcessDriver
+    from edge.rig import open_rig
+
+    cfg = config.load(config.example_path("sim")).with_all_simulated()
+    cfg = dataclasses.replace(cfg, eeg={**cfg.eeg, "bridge_process": True},
+                              hub={**cfg.hub, "enabled": False},
+                              camera={**cfg.camera, "enabled": False})
+    rig = open_rig(cfg, duration_s=5.0)
+    try:
+        assert isinstance(rig.eeg, ProcessDriver)
+        rig.eeg.start()
+        blocks = []
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            blocks += rig.eeg.poll(0.05)
+        rig.eeg.stop()
+        blocks += rig.eeg.poll(0.5)
+    finally:
+        rig.close()
+    idx = np.concatenate([b.index for b in blocks])
+    assert idx.size >= 1000 and (np.diff(idx) == 1).all()
+    assert rig.eeg.counters.dropped == 0
