@@ -325,3 +325,22 @@ def test_a_link_that_only_returns_garbage_is_a_clear_device_error_at_open() -> N
     emu.corrupt_responses(1000)
     with pytest.raises(DeviceError, match="link keeps failing"):
         drv.open()
+
+
+def test_a_stuck_drdy_behind_the_bridge_shows_as_stalled_and_counted() -> None:
+    drv, emu = make()
+    drv.open()
+    drv.start()
+    collect(drv, 0.3)
+    emu.chips[0].stick_drdy()
+    collect(drv, 0.5)
+    assert drv.stalled  # the bridge's DRDY_TIMEOUT flag, after 100 ms without DRDY
+    assert drv.counters.extra["drdy_timeouts"] >= 5
+    emu.chips[0].release_drdy()
+    collect(drv, 0.3)
+    assert not drv.stalled
+    drv.stop()
+    # The periods without DRDY are missed by the bridge: a counted sequence gap.
+    c = drv.counters
+    assert c.extra["bridge_drdy_missed"] >= 400
+    assert c.dropped == c.extra["seq_gap"] == c.extra["bridge_drdy_missed"]

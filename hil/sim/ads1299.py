@@ -225,6 +225,11 @@ class Ads1299Emulator:
         with self._lock:
             self._stuck_k = None
 
+    @property
+    def drdy_stuck_after(self) -> int | None:
+        """The last sample index DRDY announced before it stuck (None: DRDY toggles)."""
+        return self._stuck_k
+
     def set_drift(self, ppm: float) -> None:
         """Fault: the crystal's frequency error becomes ``ppm`` from now on (continuous)."""
         with self._lock:

@@ -20,7 +20,9 @@ Fault hooks (public, thread-safe): :meth:`corrupt_responses`, :meth:`corrupt_req
 full, as when the host stalls for more than a second), :meth:`reset` (the MCU reboots:
 FIFO and state lost, chips reset by their RESET pins, ``resets`` counter + 1),
 :meth:`stop_answering` / :meth:`resume_answering` (MISO stuck: every read returns one
-level; DRDY servicing goes on unless ``hung``).
+level; DRDY servicing goes on unless ``hung``). A chip's ``stick_drdy`` stops the servicing (DRDY_TIMEOUT
+after 100 ms); once DRDY is back (seen at the next transaction) the periods without it
+are counted as missed and skipped in the sequence.
 """
 
 from __future__ import annotations
@@ -161,6 +163,7 @@ class EegBridgeEmulator:
         self._overflow = 0
         self._drdy_missed = 0
         self._last_drdy_ns = 0
+        self._saw_stuck = False
         self._response = b""
 
     def _us(self, t_ns: np.ndarray | int) -> np.ndarray:
@@ -172,6 +175,18 @@ class EegBridgeEmulator:
         if not self._running or self._hung:
             return
         k_now = self.chips[0].sample_index_at(now)
+        stuck = self.chips[0].drdy_stuck_after
+        if stuck is not None:  # no DRDY edge, nothing for the interrupt to read
+            k_now = min(k_now, stuck)
+            self._saw_stuck = True
+        elif self._saw_stuck:
+            # DRDY is back (noticed at this transaction): the periods without an edge
+            # were missed; the first edge seen is the newest sample's.
+            self._saw_stuck = False
+            missed = max(0, k_now - self._next_k)
+            self._drdy_missed += missed
+            self._seq += missed
+            self._next_k += missed
         n = k_now + 1 - self._next_k
         if n <= 0:
             return
