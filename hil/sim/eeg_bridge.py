@@ -76,8 +76,8 @@ class EegBridgeEmulator:
             self.transactions += 1
             if not self._answering:
                 return bytes([self._stuck_level]) * len(data)
-            self._service(now)
             if data and data[0] == bp.SYNC_REQUEST:
+                self._service(now)  # the answer is built now, from the FIFO as it is
                 req = bytearray(data)
                 if self._corrupt_req:
                     self._corrupt_req -= 1
