@@ -160,6 +160,9 @@ class EegBridge:
             raise WrongDevice(
                 f"eeg bridge: has {ident.n_chips} chip(s) ({8 * ident.n_chips} channels), the "
                 f"config names {self.settings.n_channels} channels")
+        if ident.topology != bp.TOPOLOGY_SEPARATE_CS:
+            raise WrongDevice("eeg bridge: daisy-chained chips (topology 1); this driver "
+                              "configures chips on separate chip selects only")
         if ident.fifo_frames < self.settings.fs_hz:
             raise WrongDevice(f"eeg bridge: FIFO of {ident.fifo_frames} frames holds less than "
                               f"1 s at {self.settings.fs_hz} Hz")
