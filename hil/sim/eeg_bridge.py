@@ -20,9 +20,9 @@ Fault hooks (public, thread-safe): :meth:`corrupt_responses`, :meth:`corrupt_req
 full, as when the host stalls for more than a second), :meth:`reset` (the MCU reboots:
 FIFO and state lost, chips reset by their RESET pins, ``resets`` counter + 1),
 :meth:`stop_answering` / :meth:`resume_answering` (MISO stuck: every read returns one
-level; DRDY servicing goes on unless ``hung``). A chip's ``stick_drdy`` stops the servicing (DRDY_TIMEOUT
-after 100 ms); once DRDY is back (seen at the next transaction) the periods without it
-are counted as missed and skipped in the sequence.
+level; DRDY servicing goes on unless ``hung``). A chip's ``stick_drdy`` stops the
+servicing (DRDY_TIMEOUT after 100 ms); once DRDY is back (seen at the next transaction)
+the periods without it are counted as missed and skipped in the sequence.
 """
 
 from __future__ import annotations
