@@ -57,6 +57,7 @@ from sensors.seams import SpiBus
 
 U32 = 1 << 32
 TURNAROUND_NS = 50_000  # request CS high -> response read, at least (the protocol's)
+OFFSET_SEED_READS = 5  # STATUS reads at START that seed the host - MCU offset
 MAX_DRIFT_PPM = 500.0  # MCU crystal vs host clock, at most (the offset filter's slack)
 
 
@@ -331,6 +332,10 @@ class EegBridge:
         self._expect_seq = 0
         self._last_overflow = self._last_missed = 0
         self._offset_ns = None  # a new run (or a rebooted MCU): its counter anew
+        for _ in range(OFFSET_SEED_READS):  # the least of a few quick reads: a first read
+            # held up by the scheduler would stamp the first bursts late
+            status = bp.BridgeStatus.unpack(self.exchange(bp.STATUS, b"", bp.STATUS_WORD.size))
+            self._mcu_now_ns(status.now_us, monotonic_ns())
         if first:
             self._index_base = self._last_index + 1  # a new run: the index runs on
         else:
