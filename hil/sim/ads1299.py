@@ -272,6 +272,15 @@ class Ads1299Emulator:
             head = np.stack([(st >> 16) & 0xFF, (st >> 8) & 0xFF, st & 0xFF], axis=-1)
             return t.copy(), np.concatenate([head.astype(np.uint8), data], axis=1)
 
+    def sample_instants(self, first_index: int, n: int) -> np.ndarray:
+        """Host ns of the conversion instants (DRDY) of samples ``first_index .. + n - 1``
+        of the current (or, once stopped, the last) run."""
+        with self._lock:
+            run = self._run or self._last_run
+            if run is None:
+                raise ValueError("sample_instants: no conversion run yet")
+            return self._instants(run, np.arange(first_index, first_index + n, dtype=np.int64))
+
     def truth(self, first_index: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Ground truth of produced samples: status ``(n,)`` uint32, counts ``(n, 8)`` int32."""
         with self._lock:
