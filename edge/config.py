@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (JetPack 6): the same parser, as a package
+    import tomli as tomllib
+
 
 ADS1299_RATES_HZ = (250, 500, 1000, 2000, 4000, 8000, 16000)
 ADS1299_GAINS = (1, 2, 4, 6, 8, 12, 24)
+# EEG backends: direct mode on SPI ("spidev" is its old name), its emulator "sim", and
+# the OpenBCI Cyton over serial with its emulator on a pty.
+CYTON_BACKENDS = ("cyton", "sim-cyton")
+SIMULATED_EEG = {"cyton": "sim-cyton", "sim-cyton": "sim-cyton"}  # --sim; others: "sim"
+CYTON_PACKET_BITS = 33 * 10  # one 33-byte packet on an 8N1 line
 
 
 class ConfigError(ValueError):
@@ -59,13 +69,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "enabled": Key(bool, True),
         # spi: the chips on the host's SPI, DRDY serviced by the host (one bus per chip);
         # bridge: the chips behind the EEG bridge's FIFO (docs/eeg-bridge-protocol.md), on
-        # spi_devices[0]; sim: the simulated bench (sim.eeg_link says which of the two).
-        # "spidev" is the old name of "spi".
-        "backend": Key(str, "spi", choices=("spi", "spidev", "bridge", "sim")),
+        # spi_devices[0]; sim: the simulated bench (sim.eeg_link says which of the two);
+        # cyton / sim-cyton: the OpenBCI board over serial. "spidev" is the old name of "spi".
+        "backend": Key(str, "spi", choices=("spi", "spidev", "bridge", "sim", *CYTON_BACKENDS)),
         "spi_bus": Key(int, 0, lo=0, hi=7),
         "spi_devices": Key(list, [0], item=int, length=(1, 2)),
         "spi_hz": Key(int, 4_000_000, lo=100_000, hi=20_000_000),
-        "drdy_line": Key(int, -1, lo=-1, hi=1023),  # direct SPI only (the bridge has its own)
+        "drdy_line": Key(int, -1, lo=-1, hi=1023),  # required for direct SPI only
         "reset_line": Key(int, -1, lo=-1, hi=1023),
         "fs_hz": Key(int, 1000, choices=ADS1299_RATES_HZ),
         # One gain for every channel, or one per channel (values from ADS1299_GAINS).
@@ -78,6 +88,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "drain_ms": Key(int, 20, lo=10, hi=50),  # bridge: one FIFO burst read this often
         # bridge: drain from an own process instead of a pump thread in the rig's process
         "bridge_process": Key(bool, False),
+        # cyton: the dongle's serial port and baud (8 or 16 channels: with the Daisy)
+        "port": Key(str, "/dev/ttyUSB0"),
+        "baud": Key(int, 115200, lo=9600, hi=4_000_000),
     },
     "hub": {
         "enabled": Key(bool, True),
@@ -153,23 +166,28 @@ class RigConfig:
         blob = json.dumps(doc, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
+    def _sim_eeg_link(self) -> str:
+        """What the bench emulates for an ADS1299 front end: the config's own one."""
+        link = eeg_link(self)
+        return link if link in ("spi", "bridge") else str(self.sim["eeg_link"])
+
     def with_all_simulated(self) -> RigConfig:
         """The same rig with every device on the simulated bench (``--sim``)."""
         return RigConfig(
             rig=self.rig,
             gpio={**self.gpio, "backend": "sim"},
-            eeg={**self.eeg, "backend": "sim"},
+            eeg={**self.eeg, "backend": SIMULATED_EEG.get(self.eeg["backend"], "sim")},
             hub={**self.hub, "backend": "sim"},
             camera={**self.camera, "backend": "sim"},
             features=self.features,
             mqtt=self.mqtt,
-            sim={**self.sim, "eeg_link": eeg_link(self)},
+            sim={**self.sim, "eeg_link": self._sim_eeg_link()},
             source=self.source,
         )
 
 
 def eeg_link(cfg: RigConfig) -> str:
-    """The EEG front end a config describes: "spi" (direct) or "bridge"."""
+    """The EEG front end a config describes: "spi" (direct), "bridge", or a Cyton backend."""
     backend = cfg.eeg["backend"]
     if backend == "sim":
         return str(cfg.sim["eeg_link"])
@@ -234,7 +252,10 @@ def _check_section(name: str, doc: dict[str, Any]) -> dict[str, Any]:
 
 def _cross_checks(cfg: dict[str, dict[str, Any]]) -> None:
     eeg = cfg["eeg"]
-    if eeg["enabled"]:
+    cyton = eeg["backend"] in CYTON_BACKENDS
+    if eeg["enabled"] and cyton:
+        _cyton_checks(eeg)
+    elif eeg["enabled"]:
         link = cfg["sim"]["eeg_link"] if eeg["backend"] == "sim" else eeg["backend"]
         n_ch = len(eeg["channels"])
         gains = eeg["gain"] if isinstance(eeg["gain"], list) else [eeg["gain"]] * n_ch
@@ -255,16 +276,33 @@ def _cross_checks(cfg: dict[str, dict[str, Any]]) -> None:
             raise ConfigError(f"eeg.channels: 8 names per chip behind the bridge; got {n_ch}")
         if len(set(eeg["channels"])) != n_ch:
             raise ConfigError("eeg.channels: channel names must be unique")
+    if eeg["enabled"]:
         unknown = [c for c in cfg["features"]["eeg_channels"] if c not in eeg["channels"]]
         if unknown:
             raise ConfigError(f"features.eeg_channels: {unknown} not in eeg.channels")
     gpio = cfg["gpio"]
     used = [gpio["sync_out_line"], gpio["marker_strobe_line"], *gpio["marker_data_lines"]]
-    if eeg["enabled"] and eeg["drdy_line"] >= 0:
+    if eeg["enabled"] and not cyton and eeg["drdy_line"] >= 0:
         used.append(eeg["drdy_line"])
     dup = {x for x in used if used.count(x) > 1}
     if dup:
         raise ConfigError(f"gpio: line(s) {sorted(dup)} assigned twice")
+
+
+def _cyton_checks(eeg: dict[str, Any]) -> None:
+    n = len(eeg["channels"])
+    if n not in (8, 16):
+        raise ConfigError(f"eeg.channels: a Cyton has 8 channels, 16 with the Daisy; got {n}")
+    if not isinstance(eeg["gain"], int) or eeg["gain"] not in ADS1299_GAINS:
+        opts = ", ".join(str(g) for g in ADS1299_GAINS)
+        raise ConfigError(f"eeg.gain: the Cyton takes one gain, one of {opts}; "
+                          f"got {eeg['gain']!r}")
+    if len(set(eeg["channels"])) != n:
+        raise ConfigError("eeg.channels: channel names must be unique")
+    need = eeg["fs_hz"] * CYTON_PACKET_BITS
+    if need > eeg["baud"]:
+        raise ConfigError(f"eeg.fs_hz: {eeg['fs_hz']} packets/s of 33 bytes need {need} baud; "
+                          f"eeg.baud is {eeg['baud']} (the dongle streams 250 Hz at 115200)")
 
 
 def parse(doc: dict[str, Any], source: str = "") -> RigConfig:
@@ -292,5 +330,5 @@ def load(path: str | Path) -> RigConfig:
 
 
 def example_path(name: str) -> Path:
-    """A shipped example config: ``sim`` or ``pi``."""
+    """A shipped example config: ``sim``, ``sim-cyton`` or ``pi``."""
     return Path(str(resources.files("edge") / "configs" / f"{name}.toml"))
