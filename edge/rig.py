@@ -17,6 +17,7 @@ from edge.config import CYTON_BACKENDS, RigConfig, eeg_link
 from sensors.ads1299 import Ads1299, Ads1299Settings
 from sensors.blocks import StreamInfo
 from sensors.camera import buffers_for
+from sensors.eeg_bridge import EegBridge, LinkSettings
 from sensors.hub import Hub, HubSettings
 from sensors.seams import FrameDriver, SampleDriver
 from sensors.trigger import MarkerReader, SyncPulser
@@ -52,7 +53,7 @@ def build_spidev_eeg(eeg: dict[str, Any], gpio: dict[str, Any],
     return Ads1299(buses, drdy, settings, reset=reset)
 
 
-def _eeg(cfg: RigConfig, bench: Any) -> Any:
+def _eeg(cfg: RigConfig, bench: Any) -> SampleDriver:
     """The EEG driver for the config's front end, on real SPI or on the bench.
 
     Direct SPI must read every frame within one sample period, so it runs in its own
@@ -63,8 +64,6 @@ def _eeg(cfg: RigConfig, bench: Any) -> Any:
     settings = eeg_settings(cfg)
     simulated = cfg.eeg["backend"] == "sim"
     if eeg_link(cfg) == "bridge":
-        from sensors.eeg_bridge import EegBridge, LinkSettings
-
         link = LinkSettings(drain_s=int(cfg.eeg["drain_ms"]) / 1e3)
         if cfg.eeg["bridge_process"]:
             factory = (bench.eeg_bridge_factory(settings, link) if simulated else
@@ -84,10 +83,9 @@ def _bridge_bus(eeg: dict[str, Any]) -> Any:
     return SpidevBus(int(eeg["spi_bus"]), int(eeg["spi_devices"][0]), int(eeg["spi_hz"]))
 
 
-def build_spidev_bridge(eeg: dict[str, Any], settings: Ads1299Settings, link: Any) -> Any:
+def build_spidev_bridge(eeg: dict[str, Any], settings: Ads1299Settings,
+                        link: LinkSettings) -> EegBridge:
     """The bridge driver on real SPI; runs inside an acquisition process."""
-    from sensors.eeg_bridge import EegBridge
-
     return EegBridge(_bridge_bus(eeg), settings, link)
 
 
