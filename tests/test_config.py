@@ -20,7 +20,8 @@ def _sim_doc() -> dict:
         return tomllib.load(f)
 
 
-@pytest.mark.parametrize(("name", "n_channels"), [("sim", 8), ("pi", 8), ("sim-64", 64)])
+@pytest.mark.parametrize(("name", "n_channels"), [("sim", 8), ("sim-vga", 8), ("pi", 8),
+                                                 ("sim-64", 64)])
 def test_shipped_examples_validate(name: str, n_channels: int) -> None:
     cfg = config.load(config.example_path(name))
     assert cfg.rig["id"]

@@ -27,6 +27,7 @@ REGISTRY: dict[str, Bench] = {b.name: b for b in (
     Bench("features", ("--json",), "streaming features' real-time factor against NeuroKit2"),
     Bench("spotting", ("--events", "200", "--json"), "MEGC F1 and per-frame cost"),
     Bench("recorder", ("--seconds", "20"), "recorder speed against the rig's data rate"),
+    Bench("camera_stores", ("--json",), "storage rate of the raw, lossless and face stores"),
     Bench("model", ("--json",), "int8 latency and LOSO metrics"),
     Bench("mqtt", ("--json",), "outbox against plain paho"),
     Bench("rig", ("--json",), "whole rig: CPU, memory, highest camera rate, latency"),
