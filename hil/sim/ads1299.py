@@ -252,17 +252,20 @@ class Ads1299Emulator:
         with self._lock:
             return self._latest_k(t_ns)
 
-    def frames(self, first_index: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def frames(self, first_index: int, n: int, ready_k: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         """What the output register held at each of samples ``first_index .. + n - 1`` of
         the current run: their DRDY host instants ``(n,)`` int64 and 27-byte frames
         ``(n, 27)`` uint8. A microcontroller reading at every DRDY gets exactly these
-        (hil.sim.eeg_bridge). The samples must have been produced already."""
+        (hil.sim.eeg_bridge). The samples must have been produced already; ``ready_k``
+        (the newest sample a chip on the same crystal reported ready) spares the check."""
         with self._lock:
             run = self._run
             if run is None:
                 raise ValueError("frames: the chip is not converting")
             k = np.arange(first_index, first_index + n, dtype=np.int64)
-            if n and (first_index < 0 or k[-1] > self._latest_k(monotonic_ns())):
+            newest = ready_k if ready_k is not None else self._latest_k(monotonic_ns())
+            if n and (first_index < 0 or k[-1] > newest):
                 raise ValueError(f"frames: samples {first_index}..{first_index + n - 1} "
                                  "not produced yet")
             if not n:

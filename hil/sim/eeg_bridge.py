@@ -191,8 +191,8 @@ class EegBridgeEmulator:
         if n <= 0:
             return
         k0 = self._next_k
-        t, frames0 = self.chips[0].frames(k0, n)
-        parts = [frames0] + [c.frames(k0, n)[1] for c in self.chips[1:]]
+        t, frames0 = self.chips[0].frames(k0, n, ready_k=k_now)
+        parts = [frames0] + [c.frames(k0, n, ready_k=k_now)[1] for c in self.chips[1:]]
         frames = np.concatenate(parts, axis=1) if len(parts) > 1 else frames0
         seq = self._seq + np.arange(n, dtype=np.int64)
         forced = min(self._force_overflow, n)
