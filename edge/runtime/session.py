@@ -197,6 +197,7 @@ def build_session(cfg: RigConfig, rig: Rig, *, record_dir: str | Path | None = N
             infos, float(cfg.camera["fps"]), outlet, fusion=fusion,
             mains_hz=float(cfg.features["mains_hz"]),
             eeg_channels=tuple(cfg.features["eeg_channels"]),
+            ppg_inverted=bool(cfg.features["ppg_inverted"]),
             health=lambda: late["session"].health(),
             record_event=lambda *a: late["session"].record_event(*a), remap=keeper.remap)
         sinks.append(proc_sink)

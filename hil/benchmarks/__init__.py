@@ -33,4 +33,5 @@ REGISTRY: dict[str, Bench] = {b.name: b for b in (
     Bench("rig", ("--json",), "whole rig: CPU, memory, highest camera rate, latency"),
     # the host's own floor for the EEG reader, beside the rig's loss
     Bench("wakeup", ("--json",), "the host's wake floor for a 1 kHz reader"),
+    Bench("real", ("--json",), "features on real recordings against offline references"),
 )}
