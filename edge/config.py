@@ -121,13 +121,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "features": {
         "mains_hz": Key(int, 50, choices=(50, 60)),
-<<<<<<< HEAD
         # EEG band features on these channels only (names from eeg.channels); [] = all.
         "eeg_channels": Key(list, [], item=str, length=(0, 64)),
-=======
         # A PPG sensor whose output falls as blood volume rises (some wrist and ear parts).
         "ppg_inverted": Key(bool, False),
->>>>>>> main
     },
     "mqtt": {
         "enabled": Key(bool, True),
