@@ -670,6 +670,13 @@
     if (typeof h.disk_free_mb === 'number') parts.push(`disk ${num(h.disk_free_mb / 1024, 1, 'GB')}`);
     if (typeof h.outbox_backlog === 'number') parts.push(`outbox ${h.outbox_backlog}`);
     if (typeof h.recorder === 'string') parts.push(h.recorder);
+    const o = h.offload;
+    if (o && typeof o.queued === 'number') {
+      // recordings home: what the study server has not yet confirmed
+      const left = num(o.bytes_left / 2 ** 30, 2, 'GB');
+      parts.push(o.queued ? `home: ${o.queued} queued, ${left} left${o.sending ? ` (sending ${o.sending})` : ''}`
+        : `home: all ${o.verified} verified`);
+    }
     return parts.join(' · ');
   }
 

@@ -346,7 +346,13 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
     last_health: dict[str, Any] = {}  # this run's previous health figures, for rates
 
     def health() -> dict[str, Any]:
-        return _health(tally, rig, proc, outlet, controls.recording, keeper, last_health)
+        from fleet.offload import read_state  # what `mmme-fleet offload` last wrote
+
+        body = _health(tally, rig, proc, outlet, controls.recording, keeper, last_health)
+        offload = read_state(out_dir)
+        if offload is not None:
+            body["offload"] = offload
+        return body
 
     def record_event(kind: str, payload: dict[str, Any], t_ns: int) -> None:
         if controls.recording is not None:

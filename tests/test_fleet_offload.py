@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import signal
 import threading
 import time
@@ -17,6 +18,7 @@ import pytest
 from fleet_sshd import Sshd
 from mcap.writer import CompressionType, Writer
 
+from edge.mqtt import messages
 from fleet.offload import (
     PARTIAL_DIR,
     Offloader,
@@ -25,6 +27,7 @@ from fleet.offload import (
     sha256_file,
     sidecar,
 )
+from fleet.synthetic import health_body
 
 MB = 2**20
 
@@ -118,6 +121,9 @@ def test_cut_midway_resumes_verifies_and_only_then_deletes(sshd: Sshd, tmp_path:
     state = off.snapshot()
     assert state["queued"] == 0 and state["verified"] == 1 and state["bytes_left"] == 0
     assert read_state(rig) == state
+    health = messages.Envelope("rig-01").wrap("health", {**health_body(random.Random(0)),
+                                                         "offload": state})
+    assert messages.validate("health", health) == []
 
     # Verified, but the disk is above low water: the segment stays on the rig.
     off.settings = dataclasses.replace(off.settings, low_water_mb=1000)
