@@ -296,3 +296,53 @@ def test_broker_and_database_outages_lose_nothing(dsn: str, tmp_path: Path) -> N
         assert w.worker.counters.db_errors >= 1
         assert_exactly_once(own_dsn, ids)
         assert count(own_dsn, "SELECT count(*) FROM me_events") == len(ids)
+
+
+# -- the views -----------------------------------------------------------------------------------
+def test_views_join_expression_emotion_vitals_and_track_drops(
+        dsn: str, broker: Broker, tmp_path: Path) -> None:
+    import random
+
+    from fleet.synthetic import emotion_body, health_body, vitals_body
+
+    rng = random.Random(5)
+    w = ThreadWorker(dsn, broker.port, "g-views")
+    pub = rig(broker.port, tmp_path, "rig-v")
+    try:
+        pub.publish("status", {**status_body("t", "m", "c", ["eeg"]), "state": "online",
+                               "session": "ses02", "subject": "sub07"})
+        time.sleep(0.05)
+        for _ in range(3):
+            pub.publish("vitals", {**vitals_body(rng), "hr_bpm": 70.0})
+        far = pub.envelope.wrap("vitals", {**vitals_body(rng), "hr_bpm": 200.0},
+                                t_ns=time.monotonic_ns() + 60_000_000_000)  # a minute on
+        me = me_body(rng)
+        me_id = pub.publish("events/me", me)
+        pub.publish("events/emotion", emotion_body(me_id, me, rng))
+        lone_id = pub.publish("events/me", me_body(rng))  # its window is still open
+        for dropped in (0, 4, 9):
+            h = health_body(rng)
+            h["streams"]["eeg"]["dropped"] = dropped
+            pub.publish("health", h)
+        c = raw_client(broker.port)
+        c.publish("mmme/v1/rig-v/vitals", messages.encode(far), qos=1).wait_for_publish(5)
+        c.loop_stop()
+        assert wait_rows(dsn, "emotion_events", 1) == 1
+        assert wait_rows(dsn, "health", 3) == 3 and wait_rows(dsn, "vitals", 4) == 4
+    finally:
+        pub.stop()
+        w.stop()
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT msg_id, subject, session, predicted, hr_bpm, vitals_n"
+            " FROM expression_timeline ORDER BY wall_time").fetchall()
+        drops = conn.execute(
+            "SELECT dropped_new FROM rig_stream_health WHERE stream = 'eeg'"
+            " ORDER BY seq").fetchall()
+        hourly = conn.execute(  # summed: the three may straddle an hour
+            "SELECT sum(dropped), sum(health_n) FROM rig_drops_hourly WHERE stream = 'eeg'"
+        ).fetchall()
+    assert rows[0] == (me_id, "sub07", "ses02", "positive", 70.0, 3)
+    assert rows[1][:4] == (lone_id, "sub07", "ses02", None)
+    assert [d[0] for d in drops] == [0, 4, 5]
+    assert hourly == [(9, 3)]
