@@ -47,7 +47,8 @@ def _bench(args: argparse.Namespace) -> int:
     from fleet.bench import run_bench
 
     result = run_bench(rigs=args.rigs, workers=args.workers, duration_s=args.duration,
-                       kill=not args.no_kill, verbose=not args.json)
+                       kill=not args.no_kill, backlog=args.backlog,
+                       verbose=not args.json)
     if args.json:
         print(json.dumps(result))
     return 0 if result["missing"] == 0 and result["duplicated"] == 0 else 1
@@ -94,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--workers", type=int, default=2)
     b.add_argument("--duration", type=float, default=60.0)
     b.add_argument("--no-kill", action="store_true")
+    b.add_argument("--backlog", type=int, default=20_000,
+                   help="results queued while the workers are down, then drained (0: skip)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=_bench)
 
