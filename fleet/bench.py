@@ -247,7 +247,9 @@ def run_bench(rigs: int = 10, workers: int = 2, duration_s: float = 60.0, kill: 
                 "qos0_published": len(fleet.sent["vitals"]) + len(fleet.sent["health"]),
             }
             if backlog:
-                result.update(_capacity(cluster, pool, fleet, workers, backlog, say))
+                assert broker.proc is not None
+                result.update(_capacity(cluster, broker.proc.pid, pool, fleet, workers,
+                                        backlog, say))
                 missing += result["backlog_missing"]
             result["missing"] = missing
             result["duplicated"] = _doubles(cluster.dsn)
@@ -272,8 +274,13 @@ def _tree_cpu_s(cluster: Cluster) -> dict[int, float]:
     return out
 
 
-def _capacity(cluster: Cluster, pool: Workers, fleet: Rigs, workers: int, n: int,
-              say: Any) -> dict[str, Any]:
+def _cpu_s(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def _capacity(cluster: Cluster, broker_pid: int, pool: Workers, fleet: Rigs, workers: int,
+              n: int, say: Any) -> dict[str, Any]:
     """Workers down, ``n`` QoS 1 results queued in the broker, workers up: drain rate."""
     pool.stop()
     pool.procs.clear()
@@ -289,6 +296,7 @@ def _capacity(cluster: Cluster, pool: Workers, fleet: Rigs, workers: int, n: int
         time.sleep(0.2)
     time.sleep(1.0)  # the last PUBACKs: the broker holds everything for the workers
     pg_cpu0 = _tree_cpu_s(cluster)
+    broker_cpu0 = _cpu_s(broker_pid)
     t0 = time.monotonic()
     for i in range(workers):
         pool.start(f"w{i}")
@@ -301,12 +309,15 @@ def _capacity(cluster: Cluster, pool: Workers, fleet: Rigs, workers: int, n: int
     drain_s = max((last - first).total_seconds(), 1e-9) if first else wall_s
     cpu_workers = pool.cpu_s()
     pg_cpu = sum(cpu - pg_cpu0.get(pid, 0.0) for pid, cpu in _tree_cpu_s(cluster).items())
+    broker_cpu = _cpu_s(broker_pid) - broker_cpu0
     missing = len(set(ids) - stored["events/me"])
     rate = len(ids) / drain_s
     say(f"capacity: {len(ids)} queued results drained in {drain_s:.1f} s = {rate:.0f} msg/s "
         f"({wall_s:.1f} s with the workers' start) "
-        f"(workers {cpu_workers:.1f} CPU s, postgres {pg_cpu:.1f} CPU s), missing {missing}")
+        f"(CPU s: workers {cpu_workers:.1f}, postgres {pg_cpu:.1f}, mosquitto {broker_cpu:.1f}),"
+        f" missing {missing}")
     return {"backlog": len(ids), "capacity_msgs_per_s": round(rate, 1),
             "capacity_worker_cpu_ms_per_msg": round(1000 * cpu_workers / len(ids), 3),
             "capacity_postgres_cpu_ms_per_msg": round(1000 * pg_cpu / len(ids), 3),
+            "capacity_broker_cpu_ms_per_msg": round(1000 * broker_cpu / len(ids), 3),
             "backlog_missing": missing}
