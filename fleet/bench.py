@@ -234,6 +234,12 @@ def run_bench(rigs: int = 10, workers: int = 2, duration_s: float = 60.0, kill: 
             stored = _wait_stored(cluster.dsn, expected, 120)
             time.sleep(1.0)  # a late redelivery would show as a second row now
             missing = sum(len(expected[k] - stored[k]) for k in QOS1_TABLES)
+            # Where in the run the missing ones were published (0: start, 1: end).
+            where = sorted(j / max(len(fleet.sent[k]), 1) for k in QOS1_TABLES
+                           for j, m in enumerate(fleet.sent[k]) if m not in stored[k])
+            if where:
+                say(f"missing published between {where[0]:.2f} and {where[-1]:.2f} of the run;"
+                    f" still in the rigs' outboxes: {fleet.backlog()}")
             ids = [i for k in QOS1_TABLES for i in expected[k]]
             p50, p99, rate, rows = _latency_and_rate(cluster.dsn, ids)
             say(f"steady: {rows} rows, {rate:.1f} rows/s, latency p50 {p50:.1f} ms "
@@ -245,6 +251,8 @@ def run_bench(rigs: int = 10, workers: int = 2, duration_s: float = 60.0, kill: 
                 "workers": workers, "killed": "w0 (SIGKILL)" if kill else None,
                 "duration_s": duration_s, "qos1_published": len(ids),
                 "qos0_published": len(fleet.sent["vitals"]) + len(fleet.sent["health"]),
+                "rigs_outbox_left": fleet.backlog(),
+                "rigs_outbox_dropped": sum(p.outbox.dropped for p in fleet.pubs),
             }
             if backlog:
                 assert broker.proc is not None
