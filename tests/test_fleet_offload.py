@@ -81,7 +81,7 @@ def test_cut_midway_resumes_verifies_and_only_then_deletes(sshd: Sshd, tmp_path:
     seg = write_segment(rig / "ses01" / "sub01.mcap", 200 * MB)
     size = seg.stat().st_size
     writing = write_segment(rig / "ses01" / "sub01.seg001.mcap", MB, finish=False)
-    off = Offloader(settings_for(sshd, server, bwlimit_kbps=25_000, low_water_mb=0), rig,
+    off = Offloader(settings_for(sshd, server, bwlimit_kbps=10_000, low_water_mb=0), rig,
                     in_progress=lambda: {writing})
     result: list[bool] = []
     t = threading.Thread(target=lambda: result.append(off.step()))
@@ -89,10 +89,10 @@ def test_cut_midway_resumes_verifies_and_only_then_deletes(sshd: Sshd, tmp_path:
     # Cut the link once a good part has gone: kill the ssh under rsync, as a dropped link.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and t.is_alive() and not (
-            off.snapshot()["sending"] and off.snapshot()["bytes_left"] <= size - 40 * MB):
+            off.snapshot()["sending"] and off.snapshot()["bytes_left"] <= size - 20 * MB):
         time.sleep(0.05)
     sending = off.snapshot()
-    assert sending["sending"] == "sub01.mcap" and sending["bytes_left"] <= size - 40 * MB
+    assert sending["sending"] == "sub01.mcap" and sending["bytes_left"] <= size - 20 * MB
     assert off.sending_pid is not None
     ssh = [p for p in psutil.Process(off.sending_pid).children(recursive=True)
            if p.name() == "ssh"]
@@ -108,7 +108,7 @@ def test_cut_midway_resumes_verifies_and_only_then_deletes(sshd: Sshd, tmp_path:
     while time.monotonic() < deadline and not partial.exists():
         time.sleep(0.05)
     arrived = partial.stat().st_size
-    assert arrived >= 30 * MB and not (server / "ses01" / "sub01.mcap").exists()
+    assert arrived >= 10 * MB and not (server / "ses01" / "sub01.mcap").exists()
     assert off.snapshot()["queued"] == 1 and "rsync exit" in off.snapshot()["last_error"]
 
     # Resume at full speed: only what had not arrived crosses the link again.
@@ -159,3 +159,25 @@ def test_changed_after_verification_is_sent_again_not_deleted(
     off = Offloader(settings_for(sshd, server, low_water_mb=1e12), rig)
     assert off.reclaim() == [] and seg.exists()
     assert off.queue() == [seg]
+
+
+def test_cli_offload_once_ships_every_finished_segment(sshd: Sshd, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    rig, server = tmp_path / "rig", tmp_path / "server"
+    segs = [write_segment(rig / "ses01" / f"s{i}.mcap", MB) for i in range(3)]
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-m", "fleet.cli", "offload", str(rig),
+         "--dest", f"{sshd.user}@127.0.0.1:{server}", "--ssh-port", str(sshd.port),
+         "--identity-file", str(sshd.client_key), "--known-hosts", str(sshd.known_hosts),
+         "--low-water-mb", "0", "--once", "--json"],
+        capture_output=True, text=True, timeout=120, cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    state = json.loads(out.stdout.strip().splitlines()[-1])
+    assert state["queued"] == 0 and state["verified"] == 3 and state["deleted"] == 0
+    for s in segs:
+        assert sha256_file(server / "ses01" / s.name) == sha256_file(s)
