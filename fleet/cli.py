@@ -28,7 +28,7 @@ def _ingest(args: argparse.Namespace) -> int:
         credentials_file=args.credentials_file)
     worker = IngestWorker(settings)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: worker.stop())
+        signal.signal(sig, lambda *_: worker.stop(retire=args.retire))
 
     def say_ready() -> None:
         if worker.ready.wait():
@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     ing.add_argument("--cert-file", default="")
     ing.add_argument("--key-file", default="")
     ing.add_argument("--credentials-file", default="")
+    ing.add_argument("--retire", action="store_true",
+                     help="on SIGTERM, hand this worker's share to the group and end its "
+                          "broker session (a worker id that will not come back)")
     ing.add_argument("--json", action="store_true")
     ing.set_defaults(func=_ingest)
 

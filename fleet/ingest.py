@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 KINDS = tuple(db.TABLES)  # what the fleet stores (not cmd/ack)
 MAINTENANCE_S = 3600.0  # partitions ahead and retention, once an hour
+RETIRE_QUIET_S = 1.0  # a retiring worker leaves after this long with nothing coming in
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ class IngestWorker:
         self._conn: psycopg.Connection | None = None
         self._partitions: set[tuple[str, date]] = set()
         self._next_maintenance = 0.0
+        self._retire = False
         self.ready = threading.Event()  # migrated and subscribed
 
     # -- database --------------------------------------------------------------------------
@@ -318,8 +320,38 @@ class IngestWorker:
                 self.counters.acked += 1
 
     # -- lifecycle -------------------------------------------------------------------------
-    def stop(self) -> None:
+    def stop(self, retire: bool = False) -> None:
+        """Stop after the batch in hand. ``retire``: this worker id leaves for good."""
+        self._retire = retire
         self._stop.set()
+
+    def _step(self) -> int:
+        batch = self._gather()
+        self.counters.received += len(batch)
+        if batch:
+            self._write_until_done(batch)
+            self._ack(batch)
+        if time.monotonic() >= self._next_maintenance:
+            self._retry_db(lambda: self._maintain(self._conn))
+        return len(batch)
+
+    def _retire_session(self, client: mqtt.Client) -> None:
+        """Hand the group's share over, store what was already ours, end the session.
+
+        A stopped worker's session keeps receiving its share of the group's messages
+        until it expires (the broker queues them for it); one that will not come back
+        unsubscribes first, drains what it holds, then disconnects with a session expiry
+        of 0, so the broker holds nothing for it afterwards.
+        """
+        client.unsubscribe([f"$share/{self.settings.group}/{messages.PREFIX}/+/{k}"
+                            for k in KINDS])
+        quiet_since, deadline = time.monotonic(), time.monotonic() + 60.0
+        while time.monotonic() - quiet_since < RETIRE_QUIET_S and time.monotonic() < deadline:
+            if self._step():
+                quiet_since = time.monotonic()
+        props = Properties(PacketTypes.DISCONNECT)
+        props.SessionExpiryInterval = 0
+        client.disconnect(properties=props)
 
     def run(self) -> IngestCounters:
         s = self.settings
@@ -334,19 +366,19 @@ class IngestWorker:
         client.connect_async(s.host, s.port, keepalive=s.keepalive_s, clean_start=False,
                              properties=props)
         client.loop_start()
+        retired = False
         try:
             while not self._stop.is_set():
-                batch = self._gather()
-                self.counters.received += len(batch)
-                if batch:
-                    self._write_until_done(batch)
-                    self._ack(batch)
-                if time.monotonic() >= self._next_maintenance:
-                    self._retry_db(lambda: self._maintain(self._conn))
+                self._step()
+            if self._retire:
+                self._stop.clear()  # the database may still be waited for while draining
+                self._retire_session(client)
+                retired = True
         except Stopping:
             pass
         finally:
-            client.disconnect()
+            if not retired:
+                client.disconnect()
             client.loop_stop()
             if self._conn is not None:
                 self._conn.close()

@@ -346,3 +346,34 @@ def test_views_join_expression_emotion_vitals_and_track_drops(
     assert rows[1][:4] == (lone_id, "sub07", "ses02", None)
     assert [d[0] for d in drops] == [0, 4, 5]
     assert hourly == [(9, 3)]
+
+
+def test_a_retired_worker_hands_its_share_over_and_leaves_no_session(
+        dsn: str, broker: Broker, tmp_path: Path) -> None:
+    a = ThreadWorker(dsn, broker.port, "g-ret", worker_id="a")
+    b = ThreadWorker(dsn, broker.port, "g-ret", worker_id="b")
+    pub = rig(broker.port, tmp_path, "rig-r")
+    try:
+        ids = publish_events(pub, 40)
+        assert wait_rows(dsn, "me_events", 40) == 40
+        a.worker.stop(retire=True)
+        a.thread.join(30)
+        # A stopped (not retired) worker would keep half of these queued for itself.
+        ids += publish_events(pub, 40)
+        assert wait_rows(dsn, "me_events", 80, timeout_s=15) == 80
+    finally:
+        pub.stop()
+        b.stop()
+    assert_exactly_once(dsn, ids)
+    present: list[bool] = []
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
+                    client_id=a.worker.settings.client_id)
+    c.on_connect = lambda _c, _u, flags, _r, _p=None: present.append(flags.session_present)
+    c.connect("127.0.0.1", broker.port, clean_start=False)
+    c.loop_start()
+    deadline = time.monotonic() + 10
+    while not present and time.monotonic() < deadline:
+        time.sleep(0.05)
+    c.disconnect()
+    c.loop_stop()
+    assert present == [False]
