@@ -89,7 +89,7 @@ def _child(factory: Callable[[], Any], conn: Connection, rt_priority: int | None
 
 def _inject(driver: Any, method: str, args: tuple[Any, ...]) -> None:
     """HIL fault injection: call ``method`` on every emulated chip behind the driver's
-    SPI buses (``hil.sim_ads1299.Ads1299Emulator``); real buses lack it and ignore it."""
+    SPI buses (``hil.sim.ads1299.Ads1299Emulator``); real buses lack it and ignore it."""
     for bus in getattr(driver, "_spi", ()):
         fn = getattr(bus, method, None)
         if callable(fn):

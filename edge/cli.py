@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    entries = {"info": ("edge.inspect", "info_main"), "export": ("edge.export", "export_main"),
+    entries = {"info": ("edge.recording.info", "info_main"),
+               "export": ("edge.recording.export", "export_main"),
                "dashboard": ("edge.dashboard", "main")}
     if argv and argv[0] in entries:
         module, func = entries[argv[0]]

@@ -143,7 +143,7 @@ def open_rig(cfg: RigConfig, duration_s: float = 0.0, bench: Any = None) -> Rig:
     uses_sim = "sim" in (cfg.gpio["backend"], cfg.eeg["backend"], cfg.hub["backend"],
                          cfg.camera["backend"])
     if uses_sim and bench is None:
-        from hil.bench import SimBench
+        from hil.sim.rig import SimBench
 
         bench = SimBench.from_config(cfg, duration_s=duration_s)
     rig = Rig(bench=bench)

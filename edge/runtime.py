@@ -293,7 +293,7 @@ def _noop(**_kw: Any) -> None:
 def _open_outlet(cfg: RigConfig, rig: Any, model_version: str,
                  on_command: Any = None) -> Any:
     """The MQTT publisher when [mqtt] is enabled, else a local in-memory outlet."""
-    from edge.pipeline import LocalOutlet
+    from edge.processing import LocalOutlet
 
     if not cfg.mqtt["enabled"]:
         return LocalOutlet()
@@ -317,9 +317,9 @@ def _load_fusion() -> Any:
 def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: bool = False,
         record_dir: str | None = None, ground_truth: str | None = None) -> int:
     """Run the rig until ``duration_s`` passes (0: until interrupted)."""
-    from edge.pipeline import Processing
+    from edge.clock.keeper import ClockKeeper
+    from edge.processing import Processing
     from edge.rig import open_rig
-    from edge.sync import ClockKeeper
 
     rig = open_rig(cfg, duration_s=duration_s)
     if ground_truth and rig.bench is not None:
@@ -331,7 +331,7 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
     out_dir = Path(record_dir or cfg.rig["data_dir"])
 
     def open_recording(session: str | None = None, subject: str | None = None) -> Any:
-        from edge.recording_sink import open_recording_sink
+        from edge.recording.sink import open_recording_sink
 
         return open_recording_sink(out_dir, rig, cfg, clock=keeper, session=session,
                                    subject=subject)

@@ -1,6 +1,6 @@
 """``mmme-hil``: the hardware-in-the-loop bench.
 
-    mmme-hil bench NAME [args]   runs hil.bench_NAME.main(args)
+    mmme-hil bench NAME [args]   runs hil.benchmarks.NAME.main(args)
     mmme-hil run SCENARIO        the end-to-end scenario (hil.e2e)
 """
 
@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ("sync", "features", "spotting", "recorder", "model", "mqtt", "rig", "wakeup", "all")
+from hil.benchmarks import REGISTRY
+
+BENCHES = (*REGISTRY, "all")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(args) < 2 or args[1] not in BENCHES:
             print(f"mmme-hil: bench needs one of: {', '.join(BENCHES)}", file=sys.stderr)
             return 2
-        module = f"hil.bench_{args[1]}"
+        module = f"hil.benchmarks.{args[1]}"
         args = args[2:]
     elif args[0] == "run":
         module, args = "hil.e2e", args[1:]

@@ -136,7 +136,7 @@ def score(truth: dict[str, Any], collector: Collector, summary: dict[str, Any]) 
 
 def run_scenario(scenario: Path, workdir: Path, duration_s: float | None = None,
                  rig_id: str = "hil-01") -> dict[str, Any]:
-    from hil.scenario import Scenario
+    from hil.sim.scenario import Scenario
 
     length = duration_s or Scenario.load(scenario).duration_s
     with Broker() as broker:

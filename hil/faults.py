@@ -2,8 +2,8 @@
 
 :func:`run_with_faults` opens the simulated rig (``edge.rig.open_rig``: the real drivers
 on the bench's seams), feeds the real :class:`edge.runtime.Runtime` into the real sinks
-(:class:`~edge.runtime.StreamTally`, :class:`~edge.sync.ClockKeeper`,
-:class:`~edge.pipeline.Processing` with a :class:`~edge.pipeline.LocalOutlet`, and the
+(:class:`~edge.runtime.StreamTally`, :class:`~edge.clock.keeper.ClockKeeper`,
+:class:`~edge.processing.Processing` with a :class:`~edge.processing.LocalOutlet`, and the
 recorder when asked), runs the systemd :class:`~edge.service.Watchdog` logic on the
 streams, and calls each :class:`Fault`'s action at its time. Every ``sample_every_s`` it
 notes what a person or the health message would see (per-stream received counts, the
@@ -15,7 +15,7 @@ Fault helpers for what the bench has no one-call switch for:
 - :func:`corrupt_hub` turns on the hub emulator's byte corruption and logs the sequence
   number of every frame it damaged, so "every clean frame delivered" is checkable.
 - :func:`step_hub_clock` steps the hub MCU's clock (its microsecond timestamps jump)
-  while its sample pace carries on. ``hil.crystal.Crystal.step`` alone moves the
+  while its sample pace carries on. ``hil.sim.crystal.Crystal.step`` alone moves the
   emulator's sample grid too (a burst of samples whose truth host times, from
   ``Crystal.host_ns`` which ignores steps, lie in the future); :class:`SteppedCrystal`
   inverts the steps and the emulator's grid is shifted with the step, so the truth table
@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from hil.crystal import Crystal
+from hil.sim.crystal import Crystal
 from sensors import hub_protocol as hp
 from sensors.blocks import monotonic_ns
 
@@ -131,11 +131,11 @@ def run_with_faults(duration_s: float, faults: Iterable[Fault] = (), *, cfg: Any
     ``at_end(rig)`` after the runtime stopped, before the rig closes (read the bench's
     truth there): its result is ``FaultRun.extra["at_end"]``.
     """
-    from edge.pipeline import LocalOutlet, Processing
+    from edge.clock.keeper import ClockKeeper
+    from edge.processing import LocalOutlet, Processing
     from edge.rig import open_rig
     from edge.runtime import Runtime, StreamTally, _health, summarise
     from edge.service import Notifier, StreamProgress, Watchdog
-    from edge.sync import ClockKeeper
 
     cfg = cfg if cfg is not None else sim_config()
     pending = sorted(faults, key=lambda f: f.at_s)
@@ -150,7 +150,7 @@ def run_with_faults(duration_s: float, faults: Iterable[Fault] = (), *, cfg: Any
         keeper = ClockKeeper.from_rig(rig, camera_fps=float(cfg.camera["fps"]))
         all_sinks: list[Any] = [tally, keeper]
         if record_dir is not None:
-            from edge.recording_sink import open_recording_sink
+            from edge.recording.sink import open_recording_sink
 
             recorder = open_recording_sink(Path(record_dir), rig,
                                            dataclasses.replace(cfg), clock=keeper)

@@ -112,7 +112,7 @@ def write_card(path: Path, m: dict) -> None:
         "- One face photograph for every simulated subject (the renderer has one); subjects "
         "differ in expressivity, camera noise, lighting, head motion, physiology and EEG.",
         "- EEG emotion effects are invented with modest effect sizes (models/cohort.py, "
-        "EEG_EFFECTS); peripheral responses follow hil.scenario.response_for.",
+        "EEG_EFFECTS); peripheral responses follow hil.sim.scenario.response_for.",
         "- Probabilities are not calibrated; contributions are modality-ablation deltas, "
         "not attributions with guarantees.",
         "",

@@ -1,20 +1,20 @@
 """A simulated cohort for training the fusion model, built from the HIL machinery.
 
-Every subject gets their own baselines and responsiveness (:class:`hil.scenario.Subject`)
+Every subject gets their own baselines and responsiveness (:class:`hil.sim.scenario.Subject`)
 and a session of micro-expression events, five per emotion in random order, about 12 s
 apart. Per event, the same code paths as the device produce the model inputs:
 
-* visual: the simulated camera (:class:`hil.sim_camera.SimCamera`) renders the frame
+* visual: the simulated camera (:class:`hil.sim.camera.SimCamera`) renders the frame
   before onset and the apex frame; :class:`edge.spotting.face.FaceTracker` crops them and
   :func:`edge.spotting.visual.visual_features` makes the 28x28x3 flow/strain input. AUs
   are a random subset of the emotion's prototype (each kept with p = 0.7, one at least)
   plus sometimes a distractor AU; intensity runs from barely visible to obvious, scaled
   by the subject's expressivity; some events carry a small head movement;
-* physiology: :class:`hil.physio.PhysioModel` signals (responses from
-  :func:`hil.scenario.response_for`) at the rig's 1000 Hz, streamed in 40-ms blocks
+* physiology: :class:`hil.sim.physio.PhysioModel` signals (responses from
+  :func:`hil.sim.scenario.response_for`) at the rig's 1000 Hz, streamed in 40-ms blocks
   through :class:`edge.features.FeaturePipeline`; inputs from
   :func:`edge.fusion.event_inputs` at the apex, as on the device;
-* EEG: :class:`hil.eeg_model.EegModel` background and alpha, plus emotion-dependent band
+* EEG: :class:`hil.sim.eeg_model.EegModel` background and alpha, plus emotion-dependent band
   changes around the apex added here (:data:`EEG_EFFECTS`: modest log-amplitude gains per
   band and a frontal alpha/beta asymmetry, scaled per subject, with per-subject biases and
   per-trial noise), through the same pipeline.
@@ -37,7 +37,7 @@ import numpy as np
 from scipy import signal
 
 from edge.fusion import EEG_CHANNELS, EMOTIONS, PERIPH_NAMES, event_inputs
-from hil.scenario import (
+from hil.sim.scenario import (
     COMPOSITE,
     EMOTION_AUS,
     Blink,
@@ -165,7 +165,7 @@ def add_emotion_eeg(x: np.ndarray, fs: float, scen: Scenario, effect_scale: floa
 def _visual(scen: Scenario, nuisance: dict, seed: int) -> np.ndarray:
     from edge.spotting.face import FaceStatus, FaceTracker
     from edge.spotting.visual import visual_features
-    from hil.sim_camera import SimCamera
+    from hil.sim.camera import SimCamera
 
     cam = SimCamera(scen, fps=CAMERA_FPS, seed=seed, noise_sigma=nuisance["noise_sigma"])
     cam.set_lighting(nuisance["gain"])
@@ -181,9 +181,9 @@ def _visual(scen: Scenario, nuisance: dict, seed: int) -> np.ndarray:
 
 def _physio(scen: Scenario, nuisance: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:
     from edge.features import FeaturePipeline
-    from hil.bench_features import T0_NS, eeg_info, hub_info, make_blocks
-    from hil.eeg_model import EegModel
-    from hil.physio import PhysioModel
+    from hil.benchmarks.features import T0_NS, eeg_info, hub_info, make_blocks
+    from hil.sim.eeg_model import EegModel
+    from hil.sim.physio import PhysioModel
 
     n_hub = int(scen.duration_s * HUB_FS)
     t_hub = np.arange(n_hub) / HUB_FS

@@ -3,13 +3,13 @@
 Both paths compute inputs with the device's functions (FaceTracker + visual_features,
 FeaturePipeline + edge.fusion.event_inputs), so training and the device agree.
 
-1. Rig recordings (``*.mcap`` from edge/recorder.py) with labelled events: every event
+1. Rig recordings (``*.mcap`` from edge/recording/recorder.py) with labelled events: every event
    on the recording's ``/events`` topic whose ``payload`` has ``onset_ns``, ``apex_ns``
    and ``emotion`` (the spotter's interval plus the emotion a coder assigned). Subject =
    the file's parent folder name.
 2. MMME layout (one folder)::
 
-       coding.csv | coding.xlsx   MMME coding file (edge.annotations.read_mmme_coding)
+       coding.csv | coding.xlsx   MMME coding file (edge.evaluation.annotations.read_mmme_coding)
        frames/<Filename>/*.png    the clip's frames in name order, frame i at i / fps s
        eeg/<Filename>.csv         header t_s,<channel>... (uV), t_s from the clip start
        periph/<Filename>.csv      header t_s,ECG,PPG,RSP,EDA,SKT (mV, au, au, uS, degC)
@@ -123,7 +123,7 @@ def recording_events(rec: object) -> list[LabelledEvent]:
 
 
 def load_recording(path: str | Path) -> dict[str, np.ndarray]:
-    from edge.recording_format import open_recording
+    from edge.recording.format import open_recording
 
     rec = open_recording(path, frames=True)
     events = recording_events(rec)
@@ -165,7 +165,7 @@ def _csv_stream(path: Path, name: str) -> tuple[StreamInfo, np.ndarray, np.ndarr
 
 
 def load_mmme(root: str | Path, fps: float = 150.0) -> dict[str, np.ndarray]:
-    from edge.annotations import read_mmme_coding
+    from edge.evaluation.annotations import read_mmme_coding
 
     root = Path(root)
     coding = next((p for p in (root / "coding.csv", root / "coding.xlsx") if p.is_file()), None)

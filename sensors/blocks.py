@@ -45,7 +45,7 @@ class SampleBlock:
     ``index`` is the device's sample counter (never wraps within a session); a jump in it
     between or inside blocks is a gap the driver detected and counted. ``host_t_ns`` is the
     raw host time the driver attributes to each sample (DRDY edge time, or arrival time):
-    the clock model in ``edge.clock`` turns device time into the common clock.
+    the clock model in ``edge.clock.model`` turns device time into the common clock.
     """
 
     stream: str

@@ -8,7 +8,7 @@ is counted, and is reopened every ``reconnect_interval_s`` under the same path, 
 re-identified and, if it was streaming, restarted.
 
 ``host_t_ns`` of a sample is the arrival time of the read that completed its frame
-(every sample of one read shares it); ``edge.clock`` maps ``device_t`` (MCU us) to host
+(every sample of one read shares it); ``edge.clock.model`` maps ``device_t`` (MCU us) to host
 time from the sync pulses in ``trigger`` bit 0.
 
 Threads: ``poll`` runs on the stream's pump thread while ``start``/``stop`` come from the

@@ -51,7 +51,7 @@ def frame(seed: int, seq: int, shape: tuple[int, int] = (120, 160)) -> Frame:
 
 
 def main(argv: list[str]) -> int:
-    from edge.recorder import Recorder
+    from edge.recording.recorder import Recorder
 
     out, progress, seed = Path(argv[0]), Path(argv[1]), int(argv[2])
     rec = Recorder(out, [EEG, HUB], camera={"width": 160, "height": 120, "fps": 50.0})

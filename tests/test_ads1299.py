@@ -1,7 +1,7 @@
 """The ADS1299 driver, run against the register-level emulator: what it must deliver.
 
 Every test goes through the real driver code (sensors.ads1299) and the SpiBus /
-EdgeInput seams; the emulator (hil.sim_ads1299) knows the ground truth of every sample
+EdgeInput seams; the emulator (hil.sim.ads1299) knows the ground truth of every sample
 it produced. Nothing here asserts tight timing: losses from a busy machine are allowed,
 but every loss must be counted and visible as an index gap.
 """
@@ -13,11 +13,11 @@ import time
 import numpy as np
 import pytest
 
-from hil.crystal import Crystal
-from hil.eeg_model import EegModel
-from hil.scenario import Blink, Scenario
-from hil.sim_ads1299 import Ads1299Emulator, shared_start_line
-from hil.wire import SYNC, SimOutputLine, Wire
+from hil.sim.ads1299 import Ads1299Emulator, shared_start_line
+from hil.sim.crystal import Crystal
+from hil.sim.eeg_model import EegModel
+from hil.sim.scenario import Blink, Scenario
+from hil.sim.wire import SYNC, SimOutputLine, Wire
 from sensors import ads1299
 from sensors.ads1299 import Ads1299, Ads1299Settings, decode_frames
 from sensors.blocks import SampleBlock, monotonic_ns

@@ -1,4 +1,4 @@
-"""edge.align: every stream on host time, in bounded rings; and the sync bench's targets."""
+"""edge.clock.align: every stream on host time, in bounded rings; and the sync bench's targets."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from edge.align import Aligner
-from edge.clock import ClockModel
-from hil import bench_sync
-from hil.crystal import Crystal
+from edge.clock.align import Aligner
+from edge.clock.model import ClockModel
+from hil.benchmarks import sync as bench_sync
+from hil.sim.crystal import Crystal
 from sensors.blocks import Frame, Marker, SampleBlock, StreamInfo
 
 H0 = 3_000_000_000_000

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.annotations import parse_aus, parse_frame_field, read_casme, read_mmme_coding
+from edge.evaluation.annotations import parse_aus, parse_frame_field, read_casme, read_mmme_coding
 
 MMME = Path("/work/shared/data/mmme/coding_file.xlsx")
 

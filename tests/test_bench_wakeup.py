@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hil.bench_wakeup import serve, wake_loop
+from hil.benchmarks.wakeup import serve, wake_loop
 
 P = 1_000_000  # 1 kHz
 

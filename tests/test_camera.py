@@ -12,11 +12,11 @@ import cv2
 import numpy as np
 import pytest
 
-from hil.crystal import Crystal
-from hil.face_render import AU_REGIONS, AUS
-from hil.scenario import Blink, ExpressionEvent, HeadMove, Scenario
-from hil.sim_camera import SimCamera
-from hil.wire import SYNC, Wire
+from hil.sim.camera import SimCamera
+from hil.sim.crystal import Crystal
+from hil.sim.face_render import AU_REGIONS, AUS
+from hil.sim.scenario import Blink, ExpressionEvent, HeadMove, Scenario
+from hil.sim.wire import SYNC, Wire
 from sensors.blocks import monotonic_ns
 from sensors.camera import (
     MIN_BUFFERS,
@@ -255,7 +255,7 @@ def test_capture_buffers_cover_the_same_time_at_any_frame_rate() -> None:
 
 def test_the_simulated_rig_camera_gets_the_configured_buffer_time() -> None:
     from edge import config
-    from hil.bench import SimBench
+    from hil.sim.rig import SimBench
 
     cfg = config.load(config.example_path("sim"))
     bench = SimBench.from_config(cfg, duration_s=5.0)
@@ -498,7 +498,7 @@ def test_flicker_ripples_brightness_at_twice_mains() -> None:
 
 @pytest.mark.bench
 def test_render_cost_leaves_room_for_200_fps() -> None:
-    from hil.sim_camera import bench_render
+    from hil.sim.camera import bench_render
 
     costs = bench_render(n_frames=1500)
     for name, (p50, p99) in costs.items():

@@ -1,4 +1,4 @@
-"""edge.clock: device time -> host ns, fitted online from sync-pulse pairs.
+"""edge.clock.model: device time -> host ns, fitted online from sync-pulse pairs.
 
 Like pyxdf's test_clock_sync: synthetic device clocks with known offset, drift and
 jitter; the model must recover them and keep recovering them through the faults a rig
@@ -12,8 +12,8 @@ import json
 import numpy as np
 import pytest
 
-from edge.clock import ClockModel, fall_pairs, match_pulses
-from hil.crystal import Crystal
+from edge.clock.model import ClockModel, fall_pairs, match_pulses
+from hil.sim.crystal import Crystal
 from sensors import sync_code
 
 H0 = 7_000_000_000_000  # host ns at the start of the synthetic session

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.export import export, export_main
-from edge.inspect import format_info, info, info_main
-from edge.recorder import Recorder
+from edge.recording.export import export, export_main
+from edge.recording.info import format_info, info, info_main
+from edge.recording.recorder import Recorder
 from sensors.blocks import Frame, Marker, SampleBlock, StreamInfo
 
 _spec = importlib.util.spec_from_file_location(

@@ -9,7 +9,7 @@ import pytest
 
 from edge.features import EcgFeatures, Feature
 from edge.features.peaks import hrv_time
-from hil.bench_features import T0_NS, feed, synth_ecg
+from hil.benchmarks.features import T0_NS, feed, synth_ecg
 
 nk = pytest.importorskip("neurokit2")
 FS = 1000.0

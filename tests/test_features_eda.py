@@ -9,7 +9,7 @@ import pytest
 
 from edge.features import EdaFeatures, Feature
 from edge.features.base import Boxcar
-from hil.bench_features import T0_NS, synth_eda
+from hil.benchmarks.features import T0_NS, synth_eda
 
 nk = pytest.importorskip("neurokit2")
 FS = 1000.0

@@ -10,7 +10,7 @@ from scipy import signal
 
 from edge.features import BANDS, EegFeatures, Feature, band_powers, differential_entropy
 from edge.features import lead_off_from_status as loff
-from hil.bench_features import EEG_CHANNELS, T0_NS, synth_eeg
+from hil.benchmarks.features import EEG_CHANNELS, T0_NS, synth_eeg
 
 FS = 1000.0
 

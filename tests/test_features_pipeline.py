@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge.features import Feature, FeatureConfig, FeaturePipeline
-from hil.bench_features import (
+from hil.benchmarks.features import (
     EEG_CHANNELS,
     T0_NS,
     bateman_unit,
@@ -227,8 +227,8 @@ def test_only_the_channels_the_hub_declares_are_used() -> None:
 def test_agrees_with_the_hil_physio_model_truth() -> None:
     """On the hub simulator's own physiological model (if present): R peaks, pulse peaks,
     breath onsets and SCR onsets against its ground truth."""
-    physio = pytest.importorskip("hil.physio")
-    from hil.scenario import generate
+    physio = pytest.importorskip("hil.sim.physio")
+    from hil.sim.scenario import generate
 
     model = physio.PhysioModel(generate(90.0, 6, seed=5))
     hub = model.chunk(np.arange(90_000) / FS)
@@ -245,7 +245,7 @@ def test_agrees_with_the_hil_physio_model_truth() -> None:
         near = np.abs(ours[:, None] - ref[None, :]).min(axis=0)
         figures.append(f"{name} max {near.max() * 1e3:.0f} ms over {ref.size}")
         assert near.max() <= tol, name
-    print("\nAGREEMENT hil.physio truth: " + "; ".join(figures))
+    print("\nAGREEMENT hil.sim.physio truth: " + "; ".join(figures))
 
 
 def test_a_hub_sample_gap_is_invalid_and_no_interval_spans_it() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from edge.features import Feature, PpgFeatures
 from edge.features.base import Boxcar
-from hil.bench_features import T0_NS, synth_ppg
+from hil.benchmarks.features import T0_NS, synth_ppg
 
 nk = pytest.importorskip("neurokit2")
 FS = 1000.0

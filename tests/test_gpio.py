@@ -279,7 +279,7 @@ def test_importing_the_gpio_and_trigger_modules_needs_no_hardware_package():
     code = (
         "import sys\n"
         f"for m in {HW_MODULES!r}: sys.modules[m] = None  # any import of them fails\n"
-        "import sensors.gpio, sensors.trigger, hil.marker_source\n"
+        "import sensors.gpio, sensors.trigger, hil.sim.marker_source\n"
         f"loaded = [m for m in {HW_MODULES!r} if sys.modules.get(m) is not None]\n"
         "assert not loaded, loaded\n"
     )

@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from hil.crystal import Crystal
-from hil.physio import CHANNELS, PhysioModel
-from hil.scenario import ExpressionEvent, PhysioResponse, Scenario, Subject, generate
-from hil.sim_hub import HubEmulator
-from hil.wire import SYNC, Wire
+from hil.sim.crystal import Crystal
+from hil.sim.hub import HubEmulator
+from hil.sim.physio import CHANNELS, PhysioModel
+from hil.sim.scenario import ExpressionEvent, PhysioResponse, Scenario, Subject, generate
+from hil.sim.wire import SYNC, Wire
 from sensors.blocks import SampleBlock, monotonic_ns
 from sensors.errors import DeviceNotFound, DeviceTimeout, WrongDevice
 from sensors.hub import Hub, HubSettings

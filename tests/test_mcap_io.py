@@ -1,4 +1,4 @@
-"""edge.mcap_io: mcap's Writer, with chunk bodies handed to the file instead of copied."""
+"""edge.recording.mcap_io: mcap's Writer, with chunk bodies handed to the file instead of copied."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from mcap.reader import make_reader
 from mcap.writer import CompressionType, Writer
 
-from edge.mcap_io import BY_REFERENCE_BYTES, _PieceBuffer, open_writer
+from edge.recording.mcap_io import BY_REFERENCE_BYTES, _PieceBuffer, open_writer
 
 
 class _SpyFile(io.BytesIO):

@@ -11,8 +11,8 @@ import pytest
 
 from edge.features import band_powers
 from edge.fusion import EMOTIONS, PERIPH_NAMES
-from hil.face_render import AUS
-from hil.scenario import COMPOSITE, ExpressionEvent, PhysioResponse, Scenario, Subject
+from hil.sim.face_render import AUS
+from hil.sim.scenario import COMPOSITE, ExpressionEvent, PhysioResponse, Scenario, Subject
 from models import cohort
 from models.dataset import load_mmme
 from models.evaluate import ridge_loso, uar, uf1
@@ -90,9 +90,9 @@ def test_visual_input_grows_with_intensity_and_is_zero_without_movement():
 
 def _write_mmme(root, fps: float) -> list[dict]:
     """A tiny MMME-layout folder: two coded events in one clip, frames, EEG and periph."""
-    from hil.eeg_model import EegModel
-    from hil.physio import PhysioModel
-    from hil.sim_camera import SimCamera
+    from hil.sim.camera import SimCamera
+    from hil.sim.eeg_model import EegModel
+    from hil.sim.physio import PhysioModel
 
     rows = [dict(emotion="happy", onset=12.0, apex=12.2, offset=12.4, aus=("AU6", "AU12")),
             dict(emotion="disgust", onset=24.0, apex=24.2, offset=24.4, aus=("AU9", "AU10"))]

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.recorder import Recorder
-from edge.recording_format import RecordingError, open_recording
+from edge.recording.format import RecordingError, open_recording
+from edge.recording.recorder import Recorder
 from sensors.blocks import Frame, Marker
 
 _spec = importlib.util.spec_from_file_location(

@@ -33,13 +33,13 @@ import psutil
 import pytest
 
 from edge import config
-from edge.recording_format import open_recording
+from edge.recording.format import open_recording
 from edge.rig import eeg_settings
-from hil.bench import HUB_UPTIME_S, load_scenario
-from hil.crystal import Crystal
-from hil.physio import PhysioModel
-from hil.sim_ads1299 import Ads1299Emulator, shared_reset_line, shared_start_line
-from hil.sim_hub import OFFSET, SCALE
+from hil.sim.ads1299 import Ads1299Emulator, shared_reset_line, shared_start_line
+from hil.sim.crystal import Crystal
+from hil.sim.hub import OFFSET, SCALE
+from hil.sim.physio import PhysioModel
+from hil.sim.rig import HUB_UPTIME_S, load_scenario
 from sensors.ads1299 import Ads1299
 from sensors.blocks import monotonic_ns
 

@@ -1,4 +1,4 @@
-"""Spotter specifications against the simulated camera (hil.sim_camera)."""
+"""Spotter specifications against the simulated camera (hil.sim.camera)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 
 from edge.evaluation.megc import Interval, metrics
 from edge.spotting import FaceStatus, SpottedInterval, Spotter, interval_features
-from hil.scenario import ExpressionEvent, Scenario
-from hil.sim_camera import SimCamera
+from hil.sim.camera import SimCamera
+from hil.sim.scenario import ExpressionEvent, Scenario
 
 FPS = 150.0
 
@@ -89,7 +89,7 @@ def test_extreme_lighting_is_a_status(gain: float, status: FaceStatus) -> None:
 
 
 def test_blinks_and_head_moves_alone_give_no_intervals() -> None:
-    from hil.scenario import Blink, HeadMove
+    from hil.sim.scenario import Blink, HeadMove
 
     scen = Scenario(duration_s=6.0, blinks=(Blink(1.0, 0.15), Blink(3.0, 0.12)),
                     head_moves=(HeadMove(4.5, 0.4, 3.0, 1.5),))
@@ -99,7 +99,7 @@ def test_blinks_and_head_moves_alone_give_no_intervals() -> None:
 
 
 def test_short_bench_scores_well_above_chance() -> None:
-    from hil.bench_spotting import make_scenario, run
+    from hil.benchmarks.spotting import make_scenario, run
 
     scen = make_scenario(12, seed=3)
     preds, cost, _, _ = run(scen, fps=FPS, seed=3)

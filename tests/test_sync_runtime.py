@@ -26,9 +26,9 @@ import numpy as np
 import pytest
 
 from edge import config
+from edge.clock.keeper import ClockKeeper
 from edge.rig import open_rig
 from edge.runtime import Runtime, StreamTally
-from edge.sync import ClockKeeper
 from sensors.blocks import Frame, Marker, SampleBlock
 
 RUN_S = 40.0
@@ -111,7 +111,7 @@ def test_every_stream_gets_a_pulse_fit_within_a_few_pulses(live) -> None:
 
 def test_fitted_drift_matches_the_bench_crystals(live) -> None:
     keeper, sim = live["keeper"], live["cfg"].sim
-    # hil.crystal: device_elapsed = host_elapsed * (1 + ppm); ClockModel.drift_ppm uses
+    # hil.sim.crystal: device_elapsed = host_elapsed * (1 + ppm); ClockModel.drift_ppm uses
     # the same sign (the device runs fast by drift_ppm).
     for name, key in (("eeg", "eeg_drift_ppm"), ("hub", "hub_drift_ppm")):
         fit, true = keeper.models[name].drift_ppm, float(sim[key])

@@ -1,4 +1,4 @@
-"""The trigger line, specified on the simulated wire (hil.wire): the sync pulser, the
+"""The trigger line, specified on the simulated wire (hil.sim.wire): the sync pulser, the
 pulse decoder a device stream goes through, and the marker reader."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from hil.marker_source import schedule_markers
-from hil.scenario import MarkerEvent
-from hil.wire import MARKER, MARKER_STROBE, SYNC, SimEdgeInput, SimInputBus, SimOutputLine, Wire
+from hil.sim.marker_source import schedule_markers
+from hil.sim.scenario import MarkerEvent
+from hil.sim.wire import MARKER, MARKER_STROBE, SYNC, SimEdgeInput, SimInputBus, SimOutputLine, Wire
 from sensors import sync_code
 from sensors.blocks import Edge, Marker, monotonic_ns
 from sensors.trigger import (

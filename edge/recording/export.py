@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.recording_format import (
+from edge.recording.format import (
     Recording,
     RecordingError,
     StreamData,

@@ -7,13 +7,13 @@ What it models (datasheet SBAS499 behaviour the driver depends on):
   The chip wakes (and resets) in RDATAC mode, where RREG/WREG are ignored: a driver must
   send SDATAC first. CS is per ``xfer``: a command never spans two transfers.
 - While started, sample ``k`` (k = 0, 1, ...) is ready at device time
-  ``start + (k + 1) / fs`` on this chip's :class:`~hil.crystal.Crystal`, i.e. at host time
+  ``start + (k + 1) / fs`` on this chip's :class:`~hil.sim.crystal.Crystal`, i.e. at host time
   ``crystal.host_ns(...)`` (clock steps honoured). There is ONE output register: a data
   read returns the frame of the newest sample ready at the time of the read, so a late
   reader loses frames exactly as on the chip. After STOP the last frame stays readable.
 - Frames: status ``1100 | LOFF_STATP | LOFF_STATN | GPIO[7:4]`` then 8 channels of 24-bit
   two's complement. Channels follow CHnSET: gain, power-down, and the mux (normal = the
-  :class:`~hil.eeg_model.EegModel` EEG; shorted / bias ~ 0 uV + 0.15 uV rms noise; test =
+  :class:`~hil.sim.eeg_model.EegModel` EEG; shorted / bias ~ 0 uV + 0.15 uV rms noise; test =
   the internal square wave of +/-(VREF/2.4) mV, doubled by CAL_AMP, at fCLK/2^21 or
   fCLK/2^20 per CONFIG2 (a half period is exactly 0.512 s or 0.256 s of samples), DC for
   CAL_FREQ 11; temperature 145.3 mV + 490 uV/degC at 30 degC; MVDD (AVDD-AVSS)/2 = 2.5 V).
@@ -47,10 +47,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hil.crystal import Crystal
-from hil.eeg_model import EegModel
-from hil.scenario import Scenario
-from hil.wire import SYNC, Wire
+from hil.sim.crystal import Crystal
+from hil.sim.eeg_model import EegModel
+from hil.sim.scenario import Scenario
+from hil.sim.wire import SYNC, Wire
 from sensors.blocks import Edge, monotonic_ns
 
 DEFAULT_REGS = bytes(

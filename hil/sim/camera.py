@@ -24,8 +24,8 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from hil.crystal import Crystal
-from hil.face_render import (
+from hil.sim.crystal import Crystal
+from hil.sim.face_render import (
     AUS,
     MAINS_RIPPLE_HZ,
     ROTATION_PER_PX,
@@ -36,8 +36,8 @@ from hil.face_render import (
     hash_int,
     head_bump,
 )
-from hil.scenario import Scenario
-from hil.wire import SYNC, Wire
+from hil.sim.scenario import Scenario
+from hil.sim.wire import SYNC, Wire
 from sensors.blocks import Frame, StreamCounters, monotonic_ns
 
 _DROP_SALT = 2
@@ -345,8 +345,8 @@ def bench_render(n_frames: int = 3000, seed: int = 1) -> dict[str, tuple[float, 
     """
     import cv2
 
-    from hil.face_render import Pose
-    from hil.scenario import generate
+    from hil.sim.face_render import Pose
+    from hil.sim.scenario import generate
 
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
@@ -379,6 +379,6 @@ def bench_render(n_frames: int = 3000, seed: int = 1) -> dict[str, tuple[float, 
     return {"all": pct(costs), "active": pct(active), "worst": pct(worst)}
 
 
-if __name__ == "__main__":  # python -m hil.sim_camera: render cost at 320x240
+if __name__ == "__main__":  # python -m hil.sim.camera: render cost at 320x240
     for name, (p50, p99) in bench_render().items():
         print(f"render {name:6s} p50 {p50:.3f} ms  p99 {p99:.3f} ms")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.signal import lfilter
 
-from hil.scenario import Scenario
+from hil.sim.scenario import Scenario
 
 # Kellet's pink-noise filter (-3 dB/octave over the band that matters here).
 _PINK_B = np.array([0.049922035, -0.095993537, 0.050612699, -0.004408786])

@@ -1,6 +1,6 @@
 """Stimulus markers on the simulated wire, timed like the study's parallel-port markers.
 
-For each :class:`hil.scenario.MarkerEvent` the 8-bit code is put on ``wire["marker"]``
+For each :class:`hil.sim.scenario.MarkerEvent` the 8-bit code is put on ``wire["marker"]``
 at ``t0_ns + t_s`` and held until the next marker; ``settle_ns`` later
 ``wire["marker_strobe"]`` goes high for ``strobe_ns``. A reader that samples the data
 lines on the strobe's rising edge sees the settled code.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from hil.scenario import MarkerEvent
-from hil.wire import MARKER, MARKER_STROBE, Wire
+from hil.sim.scenario import MarkerEvent
+from hil.sim.wire import MARKER, MARKER_STROBE, Wire
 from sensors.blocks import Marker
 
 SETTLE_NS = 1_000_000

@@ -86,7 +86,7 @@ class MarkerEvent:
 
 @dataclass(frozen=True)
 class PhysioResponse:
-    """What the body does after an expression event (literature-shaped, see hil.physio)."""
+    """What the body does after an expression event (literature-shaped, see hil.sim.physio)."""
 
     scr_latency_s: float = 2.0
     scr_amp_us: float = 0.3

@@ -1,7 +1,7 @@
 """A vectorised physiological model for the hub emulator, with ground truth.
 
-Five channels (``CHANNELS``, units ``UNITS``) from a :class:`hil.scenario.Subject`'s
-baselines and each :class:`hil.scenario.ExpressionEvent`'s ``response``:
+Five channels (``CHANNELS``, units ``UNITS``) from a :class:`hil.sim.scenario.Subject`'s
+baselines and each :class:`hil.sim.scenario.ExpressionEvent`'s ``response``:
 
 - heart: instantaneous rate = baseline + respiratory sinus arrhythmia + a 0.1 Hz wave +
   per event a raised-cosine change of ``hr_delta_bpm`` from +0.5 s to +5.5 s (a few
@@ -15,7 +15,7 @@ baselines and each :class:`hil.scenario.ExpressionEvent`'s ``response``:
   peak 1.18 s) at onset + ``scr_latency_s`` with ``scr_amp_us``, plus spontaneous SCRs.
 - SKT: slow level + per event cooling of ``skt_delta_c`` reached about 17 s after onset.
 
-Responses are used as given (``hil.scenario.response_for`` already folds in the
+Responses are used as given (``hil.sim.scenario.response_for`` already folds in the
 subject's responsiveness). Noise-free values at any times come from :meth:`values`;
 :meth:`noise` draws sensor noise sequentially, so chunking never changes the output.
 Everything is deterministic from the seed; times are seconds from the scenario start.
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hil.scenario import Scenario
+from hil.sim.scenario import Scenario
 
 CHANNELS = ("ECG", "PPG", "RSP", "EDA", "SKT")
 UNITS = ("mV", "au", "au", "uS", "degC")

@@ -1,4 +1,4 @@
-"""One clock for every stream: device time -> host CLOCK_MONOTONIC ns.
+"""The clock model: device time -> host CLOCK_MONOTONIC ns.
 
 Each stream (EEG sample index, hub MCU microseconds, camera sensor ns) gets one
 :class:`ClockModel`. The host's sync pulse train gives *pairs*: the device time at which
@@ -18,7 +18,7 @@ per second::
     host_ns = y0 + 1e9 * x + c + d * (x - xbar)
 
 so ``d`` is the rate error in ns per device second and the device runs fast by
-``drift_ppm = (1e9 / (1e9 + d) - 1) * 1e6`` (the sign convention of ``hil.crystal``).
+``drift_ppm = (1e9 / (1e9 + d) - 1) * 1e6`` (the sign convention of ``hil.sim.crystal``).
 
 The fit is a MAP weighted least squares over the last ``window_pairs`` pairs with a
 Gaussian prior on the slope, ``d ~ N(d0, s_d^2)``. In centred coordinates the offset and

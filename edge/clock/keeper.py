@@ -1,19 +1,19 @@
-"""One clock for every stream, at run time: the sink that keeps each stream's clock model fed.
+"""The clock keeper: the runtime sink that keeps each stream's clock model fed.
 
 :class:`ClockKeeper` is a runtime sink (``on_block`` / ``on_frame`` / ``on_marker``).
-Per stream it does what ``hil.bench_sync`` scores offline:
+Per stream it does what ``hil.benchmarks.sync`` scores offline:
 
-1. the block goes into the :class:`edge.align.Aligner`, which feeds the block's newest
-   device time and host time to the stream's :class:`edge.clock.ClockModel`
+1. the block goes into the :class:`edge.clock.align.Aligner`, which feeds the block's newest
+   device time and host time to the stream's :class:`edge.clock.model.ClockModel`
    (``note_arrival``: the coarse model before any pulse, device resets);
 2. a streaming :class:`sensors.trigger.PulseDecoder` finds the sync pulses in trigger
    bit 0 (EEG: device time = sample index, ``fs`` units per s; hub: MCU microseconds,
    1e6 per s; camera: ``Frame.t_ns`` with ``Frame.trigger``, 1e9 per s). The decoder
    reports the first sample seen high, so half a sample period is taken off: the edge
    lies uniformly in the interval before it;
-3. :func:`edge.clock.match_pulses` pairs them with what the host's
+3. :func:`edge.clock.model.match_pulses` pairs them with what the host's
    :class:`sensors.trigger.SyncPulser` really emitted (its ``recent()`` ring), using the
-   model itself as the coarse map; :func:`edge.clock.fall_pairs` adds the falls whose
+   model itself as the coarse map; :func:`edge.clock.model.fall_pairs` adds the falls whose
    width agrees; every pair goes to ``ClockModel.add_pair``. A decoded pulse whose host
    pulse is not in the ring yet (the pulser records a pulse after its fall) waits up to
    ``pending_s`` and is tried again with the next block.
@@ -23,7 +23,7 @@ SensorTimestamp): until its strobe input gives pulse pairs (a camera without one
 does) they are trusted as they are, not mapped by the arrival-based coarse model.
 
 Whenever a model moved, its state goes to the recorder's ``/clock`` topic
-(:meth:`edge.recorder.Recorder.write_clock`), at most once per ``coarse_write_s`` while
+(:meth:`edge.recording.recorder.Recorder.write_clock`), at most once per ``coarse_write_s`` while
 it is only coarse. ``state()`` is the per-stream snapshot health messages use;
 ``summary()`` the figure for the run summary. Markers (host time already, from the
 marker input) go into the aligner; :meth:`ClockKeeper.marker_device_t` places one on
@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.align import Aligner
-from edge.clock import ClockModel, fall_pairs, match_pulses
+from edge.clock.align import Aligner
+from edge.clock.model import ClockModel, fall_pairs, match_pulses
 from sensors import sync_code
 from sensors.blocks import Frame, Marker, SampleBlock, StreamInfo, monotonic_ns
 from sensors.trigger import PulseDecoder

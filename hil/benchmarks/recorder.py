@@ -11,7 +11,7 @@ bytes per wall second).
 ``flush_stall_ms``: how long one chunk flush (0.5 s of 200 fps frames, ~8 MB) keeps
 other Python threads waiting, as the worst lateness of a thread sleeping 0.5 ms at a
 time, median over interleaved flushes: mcap's own Writer against the recorder's
-(:mod:`edge.mcap_io`), compared in one run.
+(:mod:`edge.recording.mcap_io`), compared in one run.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from edge import malloc
-from edge.mcap_io import open_writer
-from edge.recorder import _NO_AUTO_CHUNK, Recorder
+from edge.recording.mcap_io import open_writer
+from edge.recording.recorder import _NO_AUTO_CHUNK, Recorder
 from sensors.blocks import Frame, SampleBlock, StreamInfo
 
 EEG = StreamInfo("eeg", 1000.0, tuple(f"EEG{i + 1}" for i in range(8)), ("uV",) * 8,

@@ -16,16 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-BENCHES: dict[str, list[str]] = {
-    "sync": ["--minutes", "10", "--drift-ppm", "100", "--jitter-ms", "2", "--json"],
-    "features": ["--json"],
-    "spotting": ["--events", "200", "--json"],
-    "recorder": ["--seconds", "20"],
-    "model": ["--json"],
-    "mqtt": ["--json"],
-    "rig": ["--json"],
-    "wakeup": ["--json"],  # the host's own floor for the EEG reader, beside the rig's loss
-}
+from hil.benchmarks import REGISTRY
 
 
 def run_bench(name: str, args: list[str]) -> dict[str, Any]:
@@ -48,13 +39,13 @@ def _fmt(d: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mmme-hil bench all", description=__doc__.splitlines()[0])
-    p.add_argument("--only", default=",".join(BENCHES), help="comma-separated subset")
+    p.add_argument("--only", default=",".join(REGISTRY), help="comma-separated subset")
     p.add_argument("--out", type=Path, default=Path("artifacts/bench/all.json"))
     args = p.parse_args(argv)
     results = {}
     for name in args.only.split(","):
         print(f"running bench {name} ...", file=sys.stderr, flush=True)
-        results[name] = run_bench(name, BENCHES[name])
+        results[name] = run_bench(name, list(REGISTRY[name].all_args))
     print(f"{'bench':10s} result")
     for name, r in results.items():
         print(f"{name:10s} {_fmt(r)}")

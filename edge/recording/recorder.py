@@ -33,8 +33,7 @@ import mcap.writer as mcap_writer
 import zstandard
 from mcap.writer import CompressionType, IndexType, Writer
 
-from edge.mcap_io import open_writer
-from edge.recording_format import (
+from edge.recording.format import (
     BLOCK_ENCODING,
     CAMERA_TOPIC,
     CLOCK_TOPIC,
@@ -60,6 +59,7 @@ from edge.recording_format import (
     stream_info_to_json,
     stream_topic,
 )
+from edge.recording.mcap_io import open_writer
 from sensors.blocks import Frame, Marker, SampleBlock, StreamInfo, monotonic_ns
 
 # mcap's Writer compresses each chunk with ``zstandard.compress`` at zstd's default level 3.

@@ -120,6 +120,6 @@ def open_writer(f: IO[bytes], **kwargs: Any) -> Writer:
         raise ValueError("data-section CRCs need contiguous records: not supported here")
     w = Writer(PieceStream(f), **kwargs)  # type: ignore[arg-type]
     if not isinstance(getattr(w, "_Writer__record_builder", None), RecordBuilder):
-        raise RuntimeError("mcap Writer internals changed: update edge/mcap_io.py")
+        raise RuntimeError("mcap Writer internals changed: update edge/recording/mcap_io.py")
     w._Writer__record_builder = _PieceRecordBuilder()  # type: ignore[attr-defined]
     return w

@@ -2,7 +2,7 @@
 
 Generates a scenario with N expressions (intensities from barely visible to obvious,
 micro and macro, with blinks and head moves as distractors), renders every frame with
-``hil.sim_camera.SimCamera.offline`` (no pacing), runs :class:`edge.spotting.Spotter`
+``hil.sim.camera.SimCamera.offline`` (no pacing), runs :class:`edge.spotting.Spotter`
 on one thread and scores the intervals with the MEGC protocol (IoU >= 0.5).
 
 The simulated face is far easier than real video: one photograph, known lighting, pure
@@ -26,7 +26,7 @@ import numpy as np
 
 from edge.evaluation.megc import KINDS, Interval, match, metrics
 from edge.spotting import Spotter
-from hil.scenario import Scenario, generate
+from hil.sim.scenario import Scenario, generate
 
 AMP_BINS = (0.0, 0.3, 0.5, 0.7, 1.01)
 
@@ -51,7 +51,7 @@ class RunResult(NamedTuple):
 
 def run(scenario: Scenario, *, fps: float = 150.0, seed: int = 0, **spotter_kw) -> RunResult:
     """Spot over the whole scenario, every frame, one thread."""
-    from hil.sim_camera import SimCamera  # the camera emulator lives beside this bench
+    from hil.sim.camera import SimCamera  # the camera emulator lives beside this bench
 
     cv2.setNumThreads(1)  # cost figures are for one core
     cam = SimCamera(scenario, fps=fps, seed=seed)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.recording_format import Recording, RecordingError, StreamData, open_recording
+from edge.recording.format import Recording, RecordingError, StreamData, open_recording
 
 MAX_LISTED = 20  # gaps and markers listed in full; the rest are counted
 

@@ -3,7 +3,7 @@
 Features, the spotter and fusion ask one question: "what did each stream see between
 ``t0_ns`` and ``t1_ns`` of host time?". :class:`Aligner` answers it. Samples and frames
 are stored with their device time and the clock segment they belong to, mapped to host
-ns through the stream's :class:`edge.clock.ClockModel` when they arrive, and mapped again
+ns through the stream's :class:`edge.clock.model.ClockModel` when they arrive, and mapped again
 lazily (on the next read) whenever that model has moved, so a read always uses the
 latest fit. Streams without a model keep the host times they came with.
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.clock import ClockModel
+from edge.clock.model import ClockModel
 from sensors.blocks import Frame, Marker, SampleBlock, StreamInfo
 
 RATE_SLACK = 1.05  # room for crystal error and bursty delivery in a ring sized by time

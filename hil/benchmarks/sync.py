@@ -5,8 +5,8 @@
 
 Offline and faster than real time. The host's sync pulse train (``sensors.sync_code``:
 a rise every 1.000 s, pulse k high for ``width_ns(k)``) is driven onto a
-``hil.wire.Net``; three devices sample it at their own instants, each on its own
-``hil.crystal.Crystal`` with a random rate error in +-P ppm:
+``hil.sim.wire.Net``; three devices sample it at their own instants, each on its own
+``hil.sim.crystal.Crystal`` with a random rate error in +-P ppm:
 
 - EEG: 1000 Hz; device time is the sample index; the sync pin in the status bits.
 - hub: 1000 Hz; device time is the MCU microsecond counter; sync in the frame flags.
@@ -64,9 +64,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.clock import ClockModel, fall_pairs, match_pulses
-from hil.crystal import Crystal
-from hil.wire import MARKER_STROBE, SYNC, Net
+from edge.clock.model import ClockModel, fall_pairs, match_pulses
+from hil.sim.crystal import Crystal
+from hil.sim.wire import MARKER_STROBE, SYNC, Net
 from sensors import sync_code
 from sensors.trigger import PulseDecoder
 

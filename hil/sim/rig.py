@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hil.crystal import Crystal
-from hil.marker_source import schedule_markers
-from hil.scenario import Scenario, generate
-from hil.sim_ads1299 import Ads1299Emulator, shared_reset_line, shared_start_line
-from hil.sim_camera import SimCamera
-from hil.sim_hub import HubEmulator
-from hil.wire import MARKER, MARKER_STROBE, SYNC, SimEdgeInput, SimInputBus, SimOutputLine, Wire
+from hil.sim.ads1299 import Ads1299Emulator, shared_reset_line, shared_start_line
+from hil.sim.camera import SimCamera
+from hil.sim.crystal import Crystal
+from hil.sim.hub import HubEmulator
+from hil.sim.marker_source import schedule_markers
+from hil.sim.scenario import Scenario, generate
+from hil.sim.wire import MARKER, MARKER_STROBE, SYNC, SimEdgeInput, SimInputBus, SimOutputLine, Wire
 from sensors.ads1299 import Ads1299, Ads1299Settings
 from sensors.blocks import Marker, monotonic_ns
 from sensors.camera import buffers_for

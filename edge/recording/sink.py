@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import RigConfig
-from edge.recorder import Recorder
+from edge.recording.recorder import Recorder
 from sensors.blocks import Frame, Marker, SampleBlock
 
 
@@ -45,7 +45,7 @@ def recording_path(out_dir: Path, rig_id: str, session: str | None = None,
 def open_recording_sink(out_dir: Path, rig: Any, cfg: RigConfig, clock: Any | None = None,
                         session: str | None = None, subject: str | None = None
                         ) -> RecordingSink:
-    """The recording sink for ``rig``; ``clock`` (an ``edge.sync.ClockKeeper``) gets the
+    """The recording sink for ``rig``; ``clock`` (an ``edge.clock.keeper.ClockKeeper``) gets the
     recorder to write its clock states to."""
     out_dir.mkdir(parents=True, exist_ok=True)
     store = cfg.rig["camera_store"]
