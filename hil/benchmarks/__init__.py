@@ -32,4 +32,6 @@ REGISTRY: dict[str, Bench] = {b.name: b for b in (
     Bench("rig", ("--json",), "whole rig: CPU, memory, highest camera rate, latency"),
     # the host's own floor for the EEG reader, beside the rig's loss
     Bench("wakeup", ("--json",), "the host's wake floor for a 1 kHz reader"),
+    Bench("fleet", ("--rigs", "50", "--json"),
+          "50 rigs -> Mosquitto -> 2 ingest workers (one SIGKILLed) -> PostgreSQL"),
 )}
