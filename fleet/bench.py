@@ -1,8 +1,9 @@
 """``mmme-fleet bench``: N simulated rigs -> one Mosquitto -> K ingest workers -> PostgreSQL.
 
 Each rig is the real publisher with its real SQLite outbox, fed synthetic results at
-the rig's rates (``fleet.synthetic.RATES_HZ``); the broker and the database are a
-private Mosquitto and a private ``initdb`` cluster on loopback ports; the workers are
+the rig's rates (``fleet.synthetic.RATES_HZ``), 50 rigs to a process; the broker and
+the database are a private Mosquitto and a private ``initdb`` cluster on loopback
+ports; the workers are
 ``mmme-fleet ingest`` processes in one shared subscription group. Halfway through,
 worker ``w0`` is SIGKILLed and restarted ``restart_after_s`` later.
 
@@ -18,6 +19,8 @@ can; that rate is what one broker plus one database carry on this machine.
 from __future__ import annotations
 
 import heapq
+import json
+import multiprocessing
 import os
 import random
 import signal
@@ -100,23 +103,26 @@ class Workers:
 class Rigs:
     """N publishers driven by one scheduler thread at the rig's message rates."""
 
-    def __init__(self, n: int, port: int, workdir: Path, seed: int = 0) -> None:
-        self.rng = random.Random(seed)
+    def __init__(self, n: int, port: int, workdir: Path, seed: int = 0, first: int = 0,
+                 prefix: str = "rig") -> None:
+        self.rng = random.Random(seed + first)
         self.pubs = [Publisher(MqttSettings(host="127.0.0.1", port=port,
-                                            outbox=str(workdir / f"rig{i:03d}.sqlite")),
-                               f"rig{i:03d}", status_body("bench", "synthetic", "0", ["eeg"]))
-                     for i in range(n)]
+                                            outbox=str(workdir / f"{prefix}{i:04d}.sqlite")),
+                               f"{prefix}{i:04d}", status_body("bench", "synthetic", "0",
+                                                                ["eeg"]))
+                     for i in range(first, first + n)]
         self.sent: dict[str, list[str]] = {k: [] for k in (*QOS1_TABLES, "vitals", "health")}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-rigs", daemon=True)
 
-    def start(self) -> None:
+    def start(self, emit: bool = True) -> None:
         for p in self.pubs:
             p.start()
         deadline = time.monotonic() + 30
         while not all(p.connected for p in self.pubs) and time.monotonic() < deadline:
             time.sleep(0.05)
-        self._thread.start()
+        if emit:
+            self._thread.start()
 
     def _run(self) -> None:
         now = time.monotonic()
@@ -159,6 +165,65 @@ class Rigs:
             p.stop(timeout_s=0.5)
 
 
+RIGS_PER_PROCESS = 50  # one Python process hosts this many simulated rigs at most
+
+
+def rig_group(first: int, n: int, port: int, workdir: str, duration_s: float, seed: int,
+              out_path: str) -> None:
+    """A child process: ``n`` rigs publish for ``duration_s``, drain their outboxes (up to
+    2 min), and write what they sent to ``out_path`` (JSON)."""
+    fleet = Rigs(n, port, Path(workdir), seed, first)
+    fleet.start()
+    time.sleep(duration_s)
+    fleet.stop_emitting()
+    deadline = time.monotonic() + 120
+    while fleet.backlog() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    report = {"sent": fleet.sent, "outbox_left": fleet.backlog(),
+              "outbox_dropped": sum(p.outbox.dropped for p in fleet.pubs)}
+    fleet.close()
+    Path(out_path).write_text(json.dumps(report))
+
+
+class RigProcesses:
+    """The simulated rigs, ``RIGS_PER_PROCESS`` to a process (one process's GIL and
+    threads would otherwise be the bench's limit, not the fleet's)."""
+
+    def __init__(self, rigs: int, port: int, workdir: Path, duration_s: float,
+                 seed: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.outs: list[Path] = []
+        self.procs = []
+        for first in range(0, rigs, RIGS_PER_PROCESS):
+            out = workdir / f"group{first:04d}.json"
+            self.outs.append(out)
+            self.procs.append(ctx.Process(
+                target=rig_group, args=(first, min(RIGS_PER_PROCESS, rigs - first), port,
+                                        str(workdir), duration_s, seed, str(out))))
+        for p in self.procs:
+            p.start()
+
+    def join(self) -> dict[str, Any]:
+        for p in self.procs:
+            p.join(600)
+        sent: dict[str, list[str]] = {}
+        left = dropped = 0
+        for out in self.outs:
+            if not out.exists():
+                raise RuntimeError(f"a rig process wrote no report ({out.name})")
+            r = json.loads(out.read_text())
+            for k, ids in r["sent"].items():
+                sent.setdefault(k, []).extend(ids)
+            left += r["outbox_left"]
+            dropped += r["outbox_dropped"]
+        return {"sent": sent, "outbox_left": left, "outbox_dropped": dropped}
+
+    def kill(self) -> None:
+        for p in self.procs:
+            if p.is_alive():
+                p.kill()
+
+
 def _wait_stored(dsn: str, expected: dict[str, set[str]], timeout_s: float) -> dict[str, set[str]]:
     """Poll until every expected msg_id is stored (or the timeout); returns what is."""
     deadline = time.monotonic() + timeout_s
@@ -173,6 +238,12 @@ def _stored_ids(dsn: str) -> dict[str, set[str]]:
     with psycopg.connect(dsn) as conn:
         return {kind: {r[0] for r in conn.execute(f"SELECT msg_id FROM {table}")}
                 for kind, table in QOS1_TABLES.items()}
+
+
+def _count_rows(dsn: str, tables: tuple[str, ...]) -> int:
+    with psycopg.connect(dsn) as conn:
+        return sum(int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
+                   for t in tables)
 
 
 def _doubles(dsn: str) -> int:
@@ -213,10 +284,10 @@ def run_bench(rigs: int = 10, workers: int = 2, duration_s: float = 60.0, kill: 
         with psycopg.connect(cluster.dsn, autocommit=True) as conn:
             db.migrate(conn)
         pool = Workers(cluster.dsn, broker.port, workers)
-        fleet = Rigs(rigs, broker.port, workdir, seed)
+        fleet = RigProcesses(rigs, broker.port, workdir, duration_s, seed)
         try:
-            fleet.start()
-            say(f"{rigs} rigs, {workers} workers, {duration_s:.0f} s")
+            say(f"{rigs} rigs in {len(fleet.procs)} processes, {workers} workers, "
+                f"{duration_s:.0f} s")
             t_start = time.monotonic()
             if kill:
                 time.sleep(duration_s / 2)
@@ -225,21 +296,18 @@ def run_bench(rigs: int = 10, workers: int = 2, duration_s: float = 60.0, kill: 
                 time.sleep(restart_after_s)
                 pool.start("w0")
                 say(f"w0 restarted at {time.monotonic() - t_start:.1f} s")
-            time.sleep(max(duration_s - (time.monotonic() - t_start), 0))
-            fleet.stop_emitting()
-            deadline = time.monotonic() + 60
-            while fleet.backlog() and time.monotonic() < deadline:
-                time.sleep(0.2)
-            expected = {k: set(fleet.sent[k]) for k in QOS1_TABLES}
+            report = fleet.join()
+            sent = report["sent"]
+            expected = {k: set(sent[k]) for k in QOS1_TABLES}
             stored = _wait_stored(cluster.dsn, expected, 120)
             time.sleep(1.0)  # a late redelivery would show as a second row now
             missing = sum(len(expected[k] - stored[k]) for k in QOS1_TABLES)
             # Where in the run the missing ones were published (0: start, 1: end).
-            where = sorted(j / max(len(fleet.sent[k]), 1) for k in QOS1_TABLES
-                           for j, m in enumerate(fleet.sent[k]) if m not in stored[k])
+            where = sorted(j / max(len(sent[k]), 1) for k in QOS1_TABLES
+                           for j, m in enumerate(sent[k]) if m not in stored[k])
             if where:
                 say(f"missing published between {where[0]:.2f} and {where[-1]:.2f} of the run;"
-                    f" still in the rigs' outboxes: {fleet.backlog()}")
+                    f" still in the rigs' outboxes: {report['outbox_left']}")
             ids = [i for k in QOS1_TABLES for i in expected[k]]
             p50, p99, rate, rows = _latency_and_rate(cluster.dsn, ids)
             say(f"steady: {rows} rows, {rate:.1f} rows/s, latency p50 {p50:.1f} ms "
@@ -250,20 +318,21 @@ def run_bench(rigs: int = 10, workers: int = 2, duration_s: float = 60.0, kill: 
                 "missing": missing, "duplicated": 0,
                 "workers": workers, "killed": "w0 (SIGKILL)" if kill else None,
                 "duration_s": duration_s, "qos1_published": len(ids),
-                "qos0_published": len(fleet.sent["vitals"]) + len(fleet.sent["health"]),
-                "rigs_outbox_left": fleet.backlog(),
-                "rigs_outbox_dropped": sum(p.outbox.dropped for p in fleet.pubs),
+                "qos0_published": len(sent["vitals"]) + len(sent["health"]),
+                "qos0_stored": _count_rows(cluster.dsn, ("vitals", "health")),
+                "rigs_outbox_left": report["outbox_left"],
+                "rigs_outbox_dropped": report["outbox_dropped"],
             }
             if backlog:
                 assert broker.proc is not None
-                result.update(_capacity(cluster, broker.proc.pid, pool, fleet, workers,
+                result.update(_capacity(cluster, broker.proc.pid, pool, workdir, workers,
                                         backlog, say))
                 missing += result["backlog_missing"]
             result["missing"] = missing
             result["duplicated"] = _doubles(cluster.dsn)
             return result
         finally:
-            fleet.close()
+            fleet.kill()
             pool.stop()
 
 
@@ -287,11 +356,21 @@ def _cpu_s(pid: int) -> float:
     return t.user + t.system
 
 
-def _capacity(cluster: Cluster, broker_pid: int, pool: Workers, fleet: Rigs, workers: int,
+def _capacity(cluster: Cluster, broker_pid: int, pool: Workers, workdir: Path, workers: int,
               n: int, say: Any) -> dict[str, Any]:
     """Workers down, ``n`` QoS 1 results queued in the broker, workers up: drain rate."""
     pool.stop()
     pool.procs.clear()
+    fleet = Rigs(10, pool.port, workdir, prefix="backlog")
+    fleet.start(emit=False)
+    try:
+        return _drain(cluster, broker_pid, pool, fleet, workers, n, say)
+    finally:
+        fleet.close()
+
+
+def _drain(cluster: Cluster, broker_pid: int, pool: Workers, fleet: Rigs, workers: int,
+           n: int, say: Any) -> dict[str, Any]:
     rng = random.Random(1)
     ids: list[str] = []
     per_rig = max(n // len(fleet.pubs), 1)
