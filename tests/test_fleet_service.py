@@ -3,6 +3,7 @@ worker behind the example ACL with a password, through its shared subscription."
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -83,3 +84,51 @@ def test_ingest_behind_the_example_acl_reads_every_rig(tmp_path: Path) -> None:
             t.join(10)
         assert rows == [(mid,)], worker.counters
         assert "refused" not in worker.counters.last_error
+
+
+def test_the_rigs_health_carries_the_offload_state_into_the_database(tmp_path: Path) -> None:
+    import json
+    import sys
+
+    from edge import config
+    from fleet.offload import STATE_FILE
+
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    state = {"queued": 2, "sending": "sub01.seg001.mcap", "verified": 5,
+             "bytes_left": 123456789, "deleted": 1, "failures": 0, "last_error": ""}
+    (rec / STATE_FILE).write_text(json.dumps(state))  # as `mmme-fleet offload` leaves it
+    with Cluster() as db, Broker() as broker:
+        text = config.example_path("sim").read_text().replace(
+            '[mqtt]\nenabled = false\nhost = "localhost"\nport = 1883',
+            f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\n'
+            f'outbox = "{tmp_path}/outbox.sqlite"')
+        assert "enabled = true" in text
+        cfg = tmp_path / "rig.toml"
+        cfg.write_text(text.replace('id = "sim-01"', 'id = "off-rig"'))
+        worker = IngestWorker(IngestSettings(dsn=db.dsn, host="127.0.0.1", port=broker.port,
+                                             group="g-health"))
+        t = threading.Thread(target=worker.run, daemon=True)
+        t.start()
+        assert worker.ready.wait(20)
+        rig = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "run", "--sim", "--config", str(cfg),
+             "--duration", "6", "--json", "--quiet", "--record-dir", str(rec)],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(REPO)})
+        try:
+            rig.wait(120)
+            deadline = time.monotonic() + 20
+            rows: list[tuple[object, ...]] = []
+            while not rows and time.monotonic() < deadline:
+                with psycopg.connect(db.dsn) as conn:
+                    rows = conn.execute("SELECT offload FROM health WHERE rig_id = 'off-rig'"
+                                        " AND offload IS NOT NULL").fetchall()
+                time.sleep(0.2)
+        finally:
+            if rig.poll() is None:
+                rig.kill()
+            worker.stop()
+            t.join(10)
+        assert rows and rows[-1][0] == state
+        assert worker.counters.quarantined == 0
