@@ -211,7 +211,8 @@ class IngestWorker:
         db.ensure_partitions(conn, sorted_.days, self._partitions)
         try:
             with conn.transaction(), conn.cursor() as cur:
-                self._insert(cur, sorted_)
+                counts = self._insert(cur, sorted_)
+            self._count(*counts)
         except psycopg.OperationalError:
             raise
         except psycopg.Error as exc:
@@ -221,30 +222,41 @@ class IngestWorker:
             self._write_one_by_one(conn, batch, first_day, last_day)
         self.counters.batches += 1
 
-    def _insert(self, cur: psycopg.Cursor, sorted_: Sorted) -> None:
+    @staticmethod
+    def _insert(cur: psycopg.Cursor, sorted_: Sorted) -> tuple[int, int, int]:
+        """(inserted, duplicates, quarantined); counted by the caller once committed."""
+        inserted = duplicates = 0
         for kind, rows in sorted_.rows.items():
-            cur.executemany(db.TABLES[kind].sql(), rows)
-            inserted = max(cur.rowcount, 0)
-            self.counters.inserted += inserted
-            self.counters.duplicates += len(rows) - inserted
+            cur.executemany(db.TABLES[kind].sql(), rows)  # rowcount: the sum over rows
+            new = max(cur.rowcount, 0)
+            inserted += new
+            duplicates += len(rows) - new
         if sorted_.quarantine:
             cur.executemany(db.QUARANTINE_SQL, sorted_.quarantine)
-            self.counters.quarantined += len(sorted_.quarantine)
+        return inserted, duplicates, len(sorted_.quarantine)
+
+    def _count(self, inserted: int, duplicates: int, quarantined: int) -> None:
+        self.counters.inserted += inserted
+        self.counters.duplicates += duplicates
+        self.counters.quarantined += quarantined
 
     def _write_one_by_one(self, conn: psycopg.Connection, batch: list[Incoming],
                           first_day: date, last_day: date) -> None:
+        totals = [0, 0, 0]
         with conn.transaction(), conn.cursor() as cur:
             for m in batch:
                 one = sort_batch([m], first_day, last_day)
                 try:
                     with conn.transaction():
-                        self._insert(cur, one)
+                        counts = self._insert(cur, one)
                 except psycopg.OperationalError:
                     raise
                 except psycopg.Error as exc:
                     cur.execute(db.QUARANTINE_SQL, (db.digest(m.topic, m.raw), m.topic, m.raw,
                                                     f"database refused: {exc}".strip()))
-                    self.counters.quarantined += 1
+                    counts = (0, 0, 1)
+                totals = [a + b for a, b in zip(totals, counts, strict=True)]
+        self._count(*totals)
 
     # -- MQTT ------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:

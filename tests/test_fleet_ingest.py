@@ -377,3 +377,24 @@ def test_a_retired_worker_hands_its_share_over_and_leaves_no_session(
     c.disconnect()
     c.loop_stop()
     assert present == [False]
+
+
+def test_counters_count_each_message_once_when_a_batch_falls_back(dsn: str, broker: Broker
+                                                                  ) -> None:
+    import random
+
+    w = ThreadWorker(dsn, broker.port, "g-count", batch_wait_s=0.5)
+    env = messages.Envelope("rig-n")
+    good = [env.wrap("events/me", me_body(random.Random(i))) for i in range(3)]
+    nul = {**env.wrap("events/me", me_body(random.Random(9))), "note": "a\u0000b"}
+    c = raw_client(broker.port)
+    try:
+        for p in [*good, nul]:  # one batch: PostgreSQL refuses it, then one by one
+            c.publish("mmme/v1/rig-n/events/me", messages.encode(p), qos=1).wait_for_publish(5)
+        assert wait_rows(dsn, "quarantine", 1, 20) == 1
+        assert wait_rows(dsn, "me_events", 3, 20) == 3
+    finally:
+        c.loop_stop()
+        w.stop()
+    n = w.worker.counters
+    assert (n.received, n.inserted, n.duplicates, n.quarantined) == (4, 3, 0, 1)
