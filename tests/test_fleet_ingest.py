@@ -94,6 +94,10 @@ def rig(port: int, tmp: Path, rig_id: str) -> Publisher:
                                  keepalive_s=5),
                     rig_id, status_body("test", "none", "cafe", ["eeg"]))
     pub.start()
+    deadline = time.monotonic() + 20  # QoS 0 kinds (vitals, health) go only when connected
+    while not pub.connected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert pub.connected, pub.counters.last_error
     return pub
 
 
