@@ -155,7 +155,13 @@ def test_partitions_made_ahead_and_dropped_past_retention(dsn: str) -> None:
 
 
 # -- idempotence and quarantine ------------------------------------------------------------
-def test_redelivered_message_is_stored_once(dsn: str, broker: Broker) -> None:
+def test_redelivered_message_is_stored_once(dsn: str) -> None:
+    # Its own broker: a new shared subscription also gets every rig's retained status.
+    with Broker() as broker:
+        _redeliver(dsn, broker)
+
+
+def _redeliver(dsn: str, broker: Broker) -> None:
     w = ThreadWorker(dsn, broker.port, "g-dup")
     env = messages.Envelope("rig-dup")
     payload = messages.encode(env.wrap("events/me", me_body(__import__("random").Random(1))))
@@ -383,8 +389,14 @@ def test_a_retired_worker_hands_its_share_over_and_leaves_no_session(
     assert present == [False]
 
 
-def test_counters_count_each_message_once_when_a_batch_falls_back(dsn: str, broker: Broker
-                                                                  ) -> None:
+def test_counters_count_each_message_once_when_a_batch_falls_back(dsn: str) -> None:
+
+    # Its own broker: a new shared subscription also gets every rig's retained status.
+    with Broker() as broker:
+        _count_through_fallback(dsn, broker)
+
+
+def _count_through_fallback(dsn: str, broker: Broker) -> None:
     import random
 
     w = ThreadWorker(dsn, broker.port, "g-count", batch_wait_s=0.5)
