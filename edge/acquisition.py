@@ -16,28 +16,18 @@ from __future__ import annotations
 import contextlib
 import gc
 import multiprocessing as mp
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from multiprocessing.connection import Connection
 from typing import Any
 
+from edge.wakeup import set_realtime
 from sensors.blocks import SampleBlock, StreamCounters, StreamInfo
 from sensors.errors import DeviceError, DeviceTimeout
 
 _ERRORS = {cls.__name__: cls for cls in DeviceError.__subclasses__()} | {
     "DeviceError": DeviceError}
-
-
-def _set_realtime(priority: int | None) -> str:
-    if not priority:
-        return "normal"
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-        return f"SCHED_FIFO {priority}"
-    except (PermissionError, OSError, AttributeError) as exc:
-        return f"normal (real-time refused: {exc})"
 
 
 def _child(factory: Callable[[], Any], conn: Connection, rt_priority: int | None) -> None:
@@ -48,7 +38,7 @@ def _child(factory: Callable[[], Any], conn: Connection, rt_priority: int | None
     except Exception as exc:
         conn.send(("error", type(exc).__name__, str(exc)))
         return
-    sched = _set_realtime(rt_priority)
+    sched = set_realtime(rt_priority)
     # Everything built so far lives for the whole run: keep the cyclic GC from walking it,
     # so a collection cannot stall the DRDY reader for milliseconds.
     gc.freeze()

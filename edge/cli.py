@@ -21,6 +21,34 @@ from sensors.errors import DeviceError
 
 EXIT_USAGE = 2
 EXIT_DEVICE = 1
+RUN_WAKE_CHECK_S = 1.0  # the start-up check when no selftest verdict of this boot exists
+
+
+def warn_if_direct_mode_cannot_hold(cfg: config.RigConfig) -> None:
+    """Direct mode: say at start, on stderr, when this host cannot hold the EEG rate.
+
+    The verdict is the last ``selftest``'s where there is one (this boot, this rate: 5 s
+    idle and 2 s beside the running rig), else a 1-s measurement now on the still idle
+    host: at 1 kHz 1000 deadlines, enough to catch a host that misses one in a few
+    hundred, for 1.2 s of start-up. That one cannot see the rig's own load: a host that
+    holds the rate idle and not beside the rig is caught by ``selftest``, not here.
+    """
+    from edge import wakeup
+
+    if not cfg.eeg["enabled"] or cfg.eeg["backend"] not in wakeup.DIRECT_BACKENDS:
+        return
+    from edge.rig import EEG_RT_PRIORITY
+
+    fs = float(cfg.eeg["fs_hz"])
+    floor = wakeup.load(fs)
+    source = "selftest of this boot"
+    if floor is None:
+        floor = wakeup.check(fs, RUN_WAKE_CHECK_S, EEG_RT_PRIORITY)
+        source = f"{RUN_WAKE_CHECK_S:g}-s check at start"
+    if not floor.holds:
+        print(f"mmme-edge: warning: {floor.sentence()} [{source}]; an EEG backend that "
+              f"buffers in hardware (cyton, the bridge) does not depend on it",
+              file=sys.stderr, flush=True)
 
 
 def _load_config(args: argparse.Namespace) -> config.RigConfig:
@@ -80,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             note = malloc.tune()  # before the first thread: arenas are per thread
             if not args.quiet:
                 print(note, file=sys.stderr)
+            warn_if_direct_mode_cannot_hold(cfg)
 
             return run(cfg, duration_s=args.duration, as_json=args.json, quiet=args.quiet,
                        record_dir=args.record_dir, ground_truth=args.ground_truth)

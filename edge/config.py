@@ -18,6 +18,11 @@ import tomllib
 
 ADS1299_RATES_HZ = (250, 500, 1000, 2000, 4000, 8000, 16000)
 ADS1299_GAINS = (1, 2, 4, 6, 8, 12, 24)
+# EEG backends: direct mode on SPI ("spidev" is its old name), its emulator "sim", and
+# the OpenBCI Cyton over serial with its emulator on a pty.
+CYTON_BACKENDS = ("cyton", "sim-cyton")
+SIMULATED_EEG = {"cyton": "sim-cyton", "sim-cyton": "sim-cyton"}  # --sim; others: "sim"
+CYTON_PACKET_BITS = 33 * 10  # one 33-byte packet on an 8N1 line
 
 
 class ConfigError(ValueError):
@@ -57,11 +62,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "eeg": {
         "enabled": Key(bool, True),
-        "backend": Key(str, "spidev", choices=("spidev", "sim")),
+        "backend": Key(str, "spi", choices=("spi", "spidev", "sim", *CYTON_BACKENDS)),
         "spi_bus": Key(int, 0, lo=0, hi=7),
         "spi_devices": Key(list, [0], item=int, length=(1, 2)),
         "spi_hz": Key(int, 4_000_000, lo=100_000, hi=20_000_000),
-        "drdy_line": GPIO_LINE,
+        "drdy_line": Key(int, -1, lo=-1, hi=1023),  # required in direct mode (spi, sim)
         "reset_line": Key(int, -1, lo=-1, hi=1023),
         "fs_hz": Key(int, 1000, choices=ADS1299_RATES_HZ),
         "gain": Key(int, 24, choices=ADS1299_GAINS),
@@ -70,6 +75,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "bias": Key(bool, True),
         "srb1": Key(bool, True),
         "lead_off": Key(bool, True),
+        # cyton: the dongle's serial port and baud (8 or 16 channels: with the Daisy)
+        "port": Key(str, "/dev/ttyUSB0"),
+        "baud": Key(int, 115200, lo=9600, hi=4_000_000),
     },
     "hub": {
         "enabled": Key(bool, True),
@@ -145,7 +153,7 @@ class RigConfig:
         return RigConfig(
             rig=self.rig,
             gpio={**self.gpio, "backend": "sim"},
-            eeg={**self.eeg, "backend": "sim"},
+            eeg={**self.eeg, "backend": SIMULATED_EEG.get(self.eeg["backend"], "sim")},
             hub={**self.hub, "backend": "sim"},
             camera={**self.camera, "backend": "sim"},
             features=self.features,
@@ -213,7 +221,12 @@ def _check_section(name: str, doc: dict[str, Any]) -> dict[str, Any]:
 
 def _cross_checks(cfg: dict[str, dict[str, Any]]) -> None:
     eeg = cfg["eeg"]
-    if eeg["enabled"]:
+    cyton = eeg["backend"] in CYTON_BACKENDS
+    if eeg["enabled"] and cyton:
+        _cyton_checks(eeg)
+    elif eeg["enabled"]:
+        if eeg["drdy_line"] < 0:
+            raise ConfigError(f"eeg.drdy_line: missing (required for backend {eeg['backend']})")
         n_chips = len(eeg["spi_devices"])
         if len(eeg["channels"]) != 8 * n_chips:
             raise ConfigError(
@@ -224,11 +237,23 @@ def _cross_checks(cfg: dict[str, dict[str, Any]]) -> None:
             raise ConfigError("eeg.channels: channel names must be unique")
     gpio = cfg["gpio"]
     used = [gpio["sync_out_line"], gpio["marker_strobe_line"], *gpio["marker_data_lines"]]
-    if eeg["enabled"]:
+    if eeg["enabled"] and not cyton:
         used.append(eeg["drdy_line"])
     dup = {x for x in used if used.count(x) > 1}
     if dup:
         raise ConfigError(f"gpio: line(s) {sorted(dup)} assigned twice")
+
+
+def _cyton_checks(eeg: dict[str, Any]) -> None:
+    n = len(eeg["channels"])
+    if n not in (8, 16):
+        raise ConfigError(f"eeg.channels: a Cyton has 8 channels, 16 with the Daisy; got {n}")
+    if len(set(eeg["channels"])) != n:
+        raise ConfigError("eeg.channels: channel names must be unique")
+    need = eeg["fs_hz"] * CYTON_PACKET_BITS
+    if need > eeg["baud"]:
+        raise ConfigError(f"eeg.fs_hz: {eeg['fs_hz']} packets/s of 33 bytes need {need} baud; "
+                          f"eeg.baud is {eeg['baud']} (the dongle streams 250 Hz at 115200)")
 
 
 def parse(doc: dict[str, Any], source: str = "") -> RigConfig:
@@ -256,5 +281,5 @@ def load(path: str | Path) -> RigConfig:
 
 
 def example_path(name: str) -> Path:
-    """A shipped example config: ``sim`` or ``pi``."""
+    """A shipped example config: ``sim``, ``sim-cyton`` or ``pi``."""
     return Path(str(resources.files("edge") / "configs" / f"{name}.toml"))

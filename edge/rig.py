@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.acquisition import ProcessDriver
-from edge.config import RigConfig
+from edge.config import CYTON_BACKENDS, RigConfig
 from sensors.ads1299 import Ads1299, Ads1299Settings
 from sensors.camera import buffers_for
 from sensors.hub import Hub, HubSettings
@@ -45,6 +45,21 @@ def build_spidev_eeg(eeg: dict[str, Any], gpio: dict[str, Any],
     reset = (open_output(gpio["backend"], gpio["chip"], int(eeg["reset_line"]), initial=1)
              if int(eeg["reset_line"]) >= 0 else None)
     return Ads1299(buses, drdy, settings, reset=reset)
+
+
+def open_cyton(cfg: RigConfig, bench: Any) -> Any:
+    """The OpenBCI Cyton over serial (its emulator's pty for ``sim-cyton``). It runs in
+    the rig's process on a pump thread, as the hub: the board buffers, no DRDY deadline."""
+    from sensors.cyton import Cyton, CytonSettings
+
+    eeg = cfg.eeg
+    port = bench.cyton_port() if eeg["backend"] == "sim-cyton" else str(eeg["port"])
+    driver = Cyton(CytonSettings(
+        port=port, channels=tuple(eeg["channels"]), fs_hz=int(eeg["fs_hz"]),
+        gain=int(eeg["gain"]), inputs=str(eeg["input"]), bias=bool(eeg["bias"]),
+        srb1=bool(eeg["srb1"]), baud=int(eeg["baud"])))
+    driver.open()
+    return driver
 
 
 @dataclass
@@ -140,8 +155,8 @@ def _gpio_lines(cfg: RigConfig, bench: Any) -> tuple[Any, Any, Any]:
 
 def open_rig(cfg: RigConfig, duration_s: float = 0.0, bench: Any = None) -> Rig:
     """Open every enabled device; raises a DeviceError naming the first that fails."""
-    uses_sim = "sim" in (cfg.gpio["backend"], cfg.eeg["backend"], cfg.hub["backend"],
-                         cfg.camera["backend"])
+    uses_sim = any(b == "sim" or b.startswith("sim-") for b in (
+        cfg.gpio["backend"], cfg.eeg["backend"], cfg.hub["backend"], cfg.camera["backend"]))
     if uses_sim and bench is None:
         from hil.sim.rig import SimBench
 
@@ -152,7 +167,9 @@ def open_rig(cfg: RigConfig, duration_s: float = 0.0, bench: Any = None) -> Rig:
         rig._closers += [sync_out, strobe, bus]
         rig.pulser = SyncPulser(sync_out, rt_priority=PULSER_RT_PRIORITY)
         rig.markers = MarkerReader(strobe, bus)
-        if cfg.eeg["enabled"]:
+        if cfg.eeg["enabled"] and cfg.eeg["backend"] in CYTON_BACKENDS:
+            rig.eeg = open_cyton(cfg, bench)
+        elif cfg.eeg["enabled"]:
             settings = eeg_settings(cfg)
             factory = (bench.eeg_factory(settings) if cfg.eeg["backend"] == "sim" else
                        functools.partial(build_spidev_eeg, cfg.eeg, cfg.gpio, settings))

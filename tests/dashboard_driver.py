@@ -106,13 +106,15 @@ class Browser:
 
         return self.driver.find_elements(By.CSS_SELECTOR, selector)
 
+    # Looked up and read in one script: an element found by one call and read by the next
+    # can be replaced by a re-render in between (StaleElementReferenceException).
     def text(self, selector: str) -> str:
-        found = self.css(selector)
-        return found[0].text if found else ""
+        return str(self.js("const e = document.querySelector(arguments[0]);"
+                           " return e ? e.innerText : '';", selector))
 
     def attr(self, selector: str, name: str) -> str | None:
-        found = self.css(selector)
-        return found[0].get_attribute(name) if found else None
+        return self.js("const e = document.querySelector(arguments[0]);"
+                       " return e ? e.getAttribute(arguments[1]) : null;", selector, name)
 
     def click(self, selector: str) -> None:
         self.wait(lambda: (e := self.css(selector)) and e[0].is_enabled() and e[0].is_displayed(),

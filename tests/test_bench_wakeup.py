@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hil.benchmarks.wakeup import serve, wake_loop
+from edge.wakeup import serve, wake_loop
 
 P = 1_000_000  # 1 kHz
 

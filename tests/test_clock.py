@@ -313,3 +313,53 @@ def test_fall_pairs_keep_only_widths_that_agree_with_the_host():
     fp = fall_pairs(pairs, falls, hf, FS, tolerance_s=0.003)
     assert fp.k.tolist() == [5]
     assert fp.host_ns.tolist() == [hf[5]]
+
+
+def test_code_slack_follows_the_sample_period():
+    # Widths are measured in samples: a period over half the 5 ms code step (a 150 fps
+    # camera, a Cyton at 250 Hz, 125 Hz with the Daisy) can put a width a code or two off.
+    from edge.clock.keeper import code_slack
+
+    assert code_slack(1000.0) == 0 and code_slack(500.0) == 0
+    assert code_slack(250.0) == 2 and code_slack(150.0) == 2 and code_slack(125.0) == 2
+
+
+def test_a_125_hz_stream_pairs_every_pulse_although_its_widths_are_8_ms_coarse():
+    # A Cyton + Daisy: 16 channels at 125 Hz, the sync line sampled with them. Widths come
+    # out in 8 ms steps against a 5 ms code step: without slack, wrong codes left pulses
+    # unpaired (11 of 40 here) and pulled the fit off.
+    from edge.clock.keeper import ClockKeeper
+    from sensors.blocks import SampleBlock, StreamInfo
+    from sensors.trigger import Pulse
+
+    fs, ppm, seconds, h0 = 125.0, 40.0, 40, 10**12
+    pulses = [Pulse(k, h0 + 300_000_000 + k * sync_code.PERIOD_NS,
+                    h0 + 300_000_000 + k * sync_code.PERIOD_NS + sync_code.width_ns(k))
+              for k in range(seconds + 2)]
+    now = {"ns": h0}
+
+    class Pulser:
+        def recent(self, n=None):
+            done = [p for p in pulses if p.fall_t_ns <= now["ns"]]
+            return done if n is None else done[-n:]
+
+    keeper = ClockKeeper(Pulser(), [StreamInfo("eeg", fs, ("a",), ("uV",), (1.0,), (0.0,),
+                                               "sample")], now=lambda: now["ns"])
+    n = int(seconds * fs)
+    s = np.arange(n)
+    t = h0 + np.round(s / fs / (1 + ppm * 1e-6) * 1e9).astype(np.int64)  # its own crystal
+    rise = np.array([p.rise_t_ns for p in pulses])
+    fall = np.array([p.fall_t_ns for p in pulses])
+    j = np.searchsorted(rise, t, side="right") - 1
+    high = ((j >= 0) & (t < fall[np.maximum(j, 0)])).astype(np.uint8)
+    for a in range(0, n, 25):  # 0.2 s per read, arriving 5 ms after its last sample
+        b = min(a + 25, n)
+        now["ns"] = int(t[b - 1]) + 5_000_000
+        keeper.on_block(SampleBlock("eeg", s[a:b], s[a:b], np.full(b - a, now["ns"]),
+                                    np.zeros((b - a, 1), np.int32), np.zeros((b - a, 1)),
+                                    high[a:b], np.zeros(b - a, np.uint32)))
+    st = keeper.state()["eeg"]
+    assert st["quality"] == "pulse" and st["segments"] == 0
+    assert st["pulses_unmatched"] == 0 and st["pairs"] >= 2 * (seconds - 2)
+    err_ms = (keeper.models["eeg"].to_host_ns(s.astype(float)) - t) / 1e6
+    assert np.abs(err_ms[-n // 4:]).max() < 0.5 * 1e3 / fs  # within half a sample period

@@ -111,3 +111,48 @@ def test_cli_reports_unparseable_toml(tmp_path) -> None:
     )
     assert proc.returncode == 2
     assert "not valid TOML" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _cyton_doc() -> dict:
+    with open(config.example_path("sim-cyton"), "rb") as f:
+        return tomllib.load(f)
+
+
+def test_the_cyton_example_validates_and_sim_keeps_it_a_cyton() -> None:
+    cfg = config.load(config.example_path("sim-cyton"))
+    assert cfg.eeg["backend"] == "sim-cyton" and len(cfg.eeg["channels"]) == 16
+    doc = _cyton_doc()
+    doc["eeg"]["backend"] = "cyton"
+    real = config.parse(doc)
+    assert real.with_all_simulated().eeg["backend"] == "sim-cyton"
+    assert config.parse(_sim_doc()).with_all_simulated().eeg["backend"] == "sim"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("channels", [f"E{i}" for i in range(12)], "eeg.channels: a Cyton has 8 channels, 16 "
+                                                   "with the Daisy; got 12"),
+        ("fs_hz", 1000, "eeg.fs_hz: 1000 packets/s of 33 bytes need 330000 baud; eeg.baud is "
+                        "115200"),
+    ],
+)
+def test_what_a_cyton_link_cannot_carry_is_refused(key: str, value: object, message: str) -> None:
+    doc = _cyton_doc()
+    doc["eeg"][key] = value
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(doc)
+    assert str(err.value).startswith(message)
+
+
+def test_direct_mode_needs_its_drdy_line_and_a_cyton_does_not() -> None:
+    doc = _sim_doc()
+    del doc["eeg"]["drdy_line"]
+    with pytest.raises(config.ConfigError, match=r"^eeg\.drdy_line: missing \(required for "
+                                                 r"backend sim\)"):
+        config.parse(doc)
+    doc["eeg"]["backend"] = "spi"
+    with pytest.raises(config.ConfigError, match="backend spi"):
+        config.parse(doc)
+    assert "drdy_line" not in _cyton_doc()["eeg"]
+    assert config.parse(_cyton_doc()).eeg["drdy_line"] == -1

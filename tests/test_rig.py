@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,10 @@ from edge import config
 CLI = [sys.executable, "-m", "edge.cli"]
 
 
-def _run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+def _run(args: list[str], timeout: float = 120,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def test_sim_run_delivers_every_stream_and_ends_with_a_json_summary(tmp_path: Path) -> None:
@@ -49,18 +52,22 @@ def test_sim_run_delivers_every_stream_and_ends_with_a_json_summary(tmp_path: Pa
     assert "eeg" in proc.stderr and "camera" in proc.stderr
 
 
-def test_selftest_passes_on_the_simulated_rig() -> None:
-    proc = _run(["selftest", "--sim", "--json"])
+def test_selftest_passes_on_the_simulated_rig(tmp_path: Path) -> None:
+    proc = _run(["selftest", "--sim", "--json"], env={"XDG_CACHE_HOME": str(tmp_path)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert doc["ok"] and set(doc["devices"]) == {"eeg", "hub", "camera", "trigger"}
+    assert doc["ok"] and set(doc["devices"]) == {"eeg", "hub", "camera", "trigger", "host"}
+    # The host line: the wake floor at the EEG rate, and a plain verdict on direct mode.
+    assert "direct mode" in doc["devices"]["host"]["detail"]
+    assert doc["devices"]["host"]["warn"] == ("CANNOT" in doc["devices"]["host"]["detail"])
 
 
 def test_selftest_fails_clearly_when_the_eeg_chip_answers_a_wrong_id(tmp_path: Path) -> None:
     cfg = tmp_path / "rig.toml"
     text = config.example_path("sim").read_text()
     cfg.write_text(text.replace("[sim]\n", "[sim]\neeg_chip_id = 0x3C\n"))
-    proc = _run(["selftest", "--sim", "--config", str(cfg)])
+    proc = _run(["selftest", "--sim", "--config", str(cfg)],
+                env={"XDG_CACHE_HOME": str(tmp_path)})
     assert proc.returncode == 1
     assert "FAIL" in proc.stdout and "0x3C" in proc.stdout.upper().replace("0X", "0x")
     assert "Traceback" not in proc.stderr

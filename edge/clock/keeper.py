@@ -57,6 +57,13 @@ CAMERA_BATCH = 15  # frames decoded together (0.1 s at 150 fps)
 USED_K = 256  # host pulse numbers remembered per stream (no pulse is paired twice)
 
 
+def code_slack(fs_hz: float) -> int:
+    """How many codes a pulse width may decode off: a sample period longer than half the
+    5 ms code step (a 150 fps camera, a Cyton at 250 Hz or 125 Hz with the Daisy)
+    quantises the width by more than the code tolerates."""
+    return 0 if 1.0 / fs_hz < 0.5 * sync_code.STEP_WIDTH_NS / 1e9 else 2
+
+
 @dataclass
 class SyncCounters:
     """Per-stream pulse bookkeeping; never reset."""
@@ -198,14 +205,12 @@ class ClockKeeper:
             raise ValueError(f"stream {info.name}: unknown device time unit "
                              f"{info.device_time_unit!r}")
         model = ClockModel(info.name, units, sample_period_s=1.0 / info.fs_hz)
-        self._add_track(info.name, units, float(info.fs_hz), 0, model)
+        self._add_track(info.name, units, float(info.fs_hz), code_slack(info.fs_hz), model)
         self.aligner.add_stream(info, model)
 
     def add_camera(self, fps: float, name: str = CAMERA) -> None:
         model = ClockModel(name, 1e9, sample_period_s=1.0 / fps)
-        # A frame period longer than the 5 ms code step: widths may decode one code off.
-        slack = 0 if 1.0 / fps < 0.5 * sync_code.STEP_WIDTH_NS / 1e9 else 2
-        self._add_track(name, 1e9, float(fps), slack, model)
+        self._add_track(name, 1e9, float(fps), code_slack(fps), model)
         self._camera_clock = _TrustedUntilPulse(model)
         self.aligner.add_camera(name, fps, self._camera_clock)  # type: ignore[arg-type]
 

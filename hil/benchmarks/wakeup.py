@@ -2,8 +2,9 @@
 
 The ADS1299 holds one frame: a reader that wakes later than the next DRDY has lost a
 sample, whatever the software does after waking. This bench measures that floor for the
-host alone. A process at the EEG reader's priority (SCHED_FIFO 50 where allowed) sleeps
-to each tick of a ``fs_hz`` grid and does nothing else; each tick is scored with the
+host alone (the measuring code is :mod:`edge.wakeup`, shared with ``mmme-edge selftest``
+and ``mmme-edge run``). A process at the EEG reader's priority (SCHED_FIFO 50 where
+allowed) sleeps to each tick of a ``fs_hz`` grid and does nothing else; each tick is scored with the
 driver's own rule (:mod:`sensors.ads1299`): ticks passed while asleep are "overwritten",
 a wake later than ``LATE_READ_PERIODS`` (0.98) periods after the newest tick is a "late
 read". It runs twice: on the idle host, then while the simulated rig runs beside it
@@ -19,66 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from edge import config
-from edge.acquisition import _set_realtime
 from edge.rig import EEG_RT_PRIORITY
-from sensors.ads1299 import LATE_READ_PERIODS
-
-
-def serve(now_ns: int, t0_ns: int, period_ns: int, k: int, n: int) -> tuple[int, int, bool]:
-    """Score one wake at ``now_ns`` that was due for tick ``k`` (of ``n``) as the driver
-    would: (newest tick, ticks overwritten before it, whether its read is late)."""
-    newest = min(max((now_ns - t0_ns) // period_ns, k), n - 1)
-    lag = now_ns - (t0_ns + newest * period_ns)
-    return newest, newest - k, lag > LATE_READ_PERIODS * period_ns
-
-
-def wake_loop(fs_hz: float, seconds: float, rt_priority: int | None) -> dict[str, Any]:
-    """Sleep to every tick of an ``fs_hz`` grid for ``seconds``; score each as the driver."""
-    sched = _set_realtime(rt_priority)
-    period = round(1e9 / fs_hz)
-    n = int(seconds * fs_hz)
-    late = np.empty(n, dtype=np.int64)  # wake - the tick it slept for
-    got = overwritten = late_reads = 0
-    t0 = time.monotonic_ns() + 10 * period
-    k = 0  # next tick to serve
-    while k < n:
-        tick = t0 + k * period
-        now = time.monotonic_ns()
-        if tick > now:
-            time.sleep((tick - now) / 1e9)
-            now = time.monotonic_ns()
-        newest, lost, is_late = serve(now, t0, period, k, n)
-        overwritten += lost
-        late_reads += is_late
-        late[got] = now - tick
-        got += 1
-        k = newest + 1
-    lat_us = late[:got] / 1e3
-    return {
-        "scheduling": sched, "ticks": n, "overwritten": overwritten, "late_read": late_reads,
-        "loss_fraction": round((overwritten + late_reads) / n, 6),
-        "lateness_us": {q: round(float(np.percentile(lat_us, p)), 1)
-                        for q, p in (("p50", 50), ("p99", 99), ("p999", 99.9))}
-        | {"max": round(float(lat_us.max()), 1)},
-    }
-
-
-def _measure(fs_hz: float, seconds: float, rt: int | None) -> dict[str, Any]:
-    # Its own process, as the EEG reader: this one's threads and GIL stay out of it.
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        return pool.apply(wake_loop, (fs_hz, seconds, rt))
+from edge.wakeup import WakeFloor, measure
 
 
 def _rig_without_eeg(seconds: float, work: Path) -> subprocess.Popen[str]:
@@ -99,14 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     rt = None if args.no_rt else EEG_RT_PRIORITY
-    idle = _measure(args.fs_hz, args.seconds, rt)
+    idle = measure(args.fs_hz, args.seconds, rt)
     with tempfile.TemporaryDirectory(prefix="mmme-bench-wakeup-") as tmp:
         rig = _rig_without_eeg(args.seconds + 15.0, Path(tmp))
         try:
             time.sleep(8.0)  # opened and streaming
             if rig.poll() is not None:
                 raise RuntimeError(f"the rig did not run: {rig.stderr.read()[-1500:]}")
-            loaded = _measure(args.fs_hz, args.seconds, rt)
+            loaded = measure(args.fs_hz, args.seconds, rt)
         finally:
             rig.terminate()
             rig.wait(30)
@@ -116,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
               f"(overwritten {r['overwritten']}, late {r['late_read']} of {r['ticks']}) | "
               f"wake lateness us p50 {lat['p50']} p99 {lat['p99']} p99.9 {lat['p999']} "
               f"max {lat['max']}")
+    verdict = WakeFloor.from_result(args.fs_hz, args.seconds, idle).plus(
+        WakeFloor.from_result(args.fs_hz, args.seconds, loaded, conditions="beside the rig"))
+    print("verdict:", verdict.sentence())
     if args.json:
         print(json.dumps({"idle_loss_fraction": idle["loss_fraction"],
                           "loaded_loss_fraction": loaded["loss_fraction"],

@@ -20,6 +20,7 @@ from typing import Any
 from hil.sim.ads1299 import Ads1299Emulator, shared_reset_line, shared_start_line
 from hil.sim.camera import SimCamera
 from hil.sim.crystal import Crystal
+from hil.sim.cyton import CytonEmulator
 from hil.sim.hub import HubEmulator
 from hil.sim.marker_source import schedule_markers
 from hil.sim.scenario import Scenario, generate
@@ -78,6 +79,7 @@ class SimBench:
     t0_ns: int
     wire: Wire
     eeg: EegSim | None = None
+    cyton: CytonEmulator | None = None  # eeg.backend "sim-cyton": the board on a pty
     hub: HubEmulator | None = None
     camera: SimCamera | None = None
     expected_markers: list[Marker] = field(default_factory=list)
@@ -91,7 +93,12 @@ class SimBench:
         wire = Wire(shared=True)  # the EEG emulators sample it from their own process
         bench = cls(scenario=scenario, t0_ns=t0, wire=wire)
         seed = int(sim["seed"])
-        if cfg.eeg["enabled"]:
+        if cfg.eeg["enabled"] and cfg.eeg["backend"] == "sim-cyton":
+            crystal = Crystal(ppm=float(sim["eeg_drift_ppm"]), origin_host_ns=t0)
+            names = tuple(cfg.eeg["channels"])
+            bench.cyton = CytonEmulator(crystal, wire, scenario, seed=seed,
+                                        daisy=len(names) == 16, channels=names, t0_ns=t0)
+        elif cfg.eeg["enabled"]:
             bench.eeg = EegSim(scenario, t0, float(sim["eeg_drift_ppm"]), seed, wire.handles(),
                                chip_id=int(sim["eeg_chip_id"]))
         if cfg.hub["enabled"]:
@@ -118,6 +125,11 @@ class SimBench:
             raise RuntimeError("the bench has no EEG")
         return functools.partial(build_sim_eeg, self.eeg, settings)
 
+    def cyton_port(self) -> str:
+        if self.cyton is None:
+            raise RuntimeError("the bench has no Cyton")
+        return self.cyton.port
+
     def hub_port(self) -> str:
         if self.hub is None:
             raise RuntimeError("the bench has no hub")
@@ -140,6 +152,8 @@ class SimBench:
         Path(path).write_text(json.dumps(doc, indent=1))
 
     def close(self) -> None:
+        if self.cyton is not None:
+            self.cyton.close()
         if self.hub is not None:
             self.hub.close()
         self.wire.close()
