@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 PARTIAL_DIR = ".rsync-partial"
 STATE_FILE = ".offload-state.json"  # what the rig's health reads
+STATE_EVERY_S = 10.0  # the state file is rewritten at least this often while sending
 PROGRESS_RE = re.compile(rb"^\s*([\d,]+)\s+\d+%")
 LITERAL_RE = re.compile(r"Literal data: ([\d,]+) bytes")
 
@@ -185,6 +186,7 @@ class Offloader:
         """Read rsync's progress (``\\r``-separated) into bytes_left; returns the rest."""
         assert proc.stdout is not None
         left_before = self.state.bytes_left
+        next_write = time.monotonic() + STATE_EVERY_S
         text = bytearray()
         pending = b""
         while chunk := proc.stdout.read1(4096):  # type: ignore[attr-defined]
@@ -197,6 +199,9 @@ class Offloader:
                     done = min(int(m.group(1).replace(b",", b"")), size)
                     with self._lock:
                         self.state.bytes_left = max(left_before - done, 0)
+            if time.monotonic() >= next_write:  # a 2 GiB segment takes a while at 2 MB/s
+                self.write_state()
+                next_write = time.monotonic() + STATE_EVERY_S
         return text.decode(errors="replace")
 
     def remote_sha256(self, seg: Path) -> str | None:
@@ -286,10 +291,10 @@ class Offloader:
             return asdict(self.state)
 
     def write_state(self) -> None:
-        """Atomically, for the rig's health message."""
+        """Atomically, for the rig's health message, stamped so a dead offloader shows."""
         path = self.data_dir / STATE_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.snapshot()))
+        tmp.write_text(json.dumps({**self.snapshot(), "written_wall_s": time.time()}))
         tmp.replace(path)
 
     def run(self, once: bool = False, period_s: float = 30.0,
@@ -304,9 +309,17 @@ class Offloader:
         return self.snapshot()
 
 
-def read_state(data_dir: str | Path) -> dict[str, Any] | None:
-    """The offloader's last state (for ``health``), None when no offloader runs."""
+def read_state(data_dir: str | Path, now_wall_s: float | None = None
+               ) -> dict[str, Any] | None:
+    """The offloader's last state (for ``health``) with ``age_s``, how long ago it was
+    written (the offloader writes it at least every ``STATE_EVERY_S`` while it runs);
+    None when no offloader ever ran here."""
     try:
-        return dict(json.loads((Path(data_dir) / STATE_FILE).read_text()))
+        state = dict(json.loads((Path(data_dir) / STATE_FILE).read_text()))
     except (OSError, ValueError):
         return None
+    written = state.pop("written_wall_s", None)
+    if isinstance(written, (int, float)):
+        now = time.time() if now_wall_s is None else now_wall_s
+        state["age_s"] = round(max(now - written, 0.0), 1)
+    return state

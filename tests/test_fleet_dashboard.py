@@ -59,6 +59,10 @@ def test_the_rig_card_shows_what_is_not_yet_home(browser: Browser) -> None:
             send({**offload, "queued": 0, "sending": None, "bytes_left": 0, "verified": 7})
             browser.wait(lambda: "home: all 7 verified" in browser.text(card), 15,
                          "all home")
+            assert "silent" not in browser.text(card)
+            send({**offload, "age_s": 900.0})  # the offloader stopped writing 15 min ago
+            browser.wait(lambda: "offloader silent 15 min" in browser.text(card), 15,
+                         "a dead offloader shows")
         finally:
             c.loop_stop()
             c.disconnect()

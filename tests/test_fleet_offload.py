@@ -120,7 +120,8 @@ def test_cut_midway_resumes_verifies_and_only_then_deletes(sshd: Sshd, tmp_path:
     assert sha256_file(server / "ses01" / "sub01.mcap") == sha256_file(seg)
     state = off.snapshot()
     assert state["queued"] == 0 and state["verified"] == 1 and state["bytes_left"] == 0
-    assert read_state(rig) == state
+    written = read_state(rig)
+    assert written is not None and 0 <= written.pop("age_s") < 60 and written == state
     health = messages.Envelope("rig-01").wrap("health", {**health_body(random.Random(0)),
                                                          "offload": state})
     assert messages.validate("health", health) == []
@@ -181,3 +182,12 @@ def test_cli_offload_once_ships_every_finished_segment(sshd: Sshd, tmp_path: Pat
     assert state["queued"] == 0 and state["verified"] == 3 and state["deleted"] == 0
     for s in segs:
         assert sha256_file(server / "ses01" / s.name) == sha256_file(s)
+
+
+def test_the_state_says_how_old_it_is(tmp_path: Path) -> None:
+    off = Offloader(OffloadSettings(dest="x@h:/srv"), tmp_path)
+    assert read_state(tmp_path) is None  # no offloader ever ran here
+    off.write_state()
+    now = time.time()
+    assert read_state(tmp_path, now_wall_s=now)["age_s"] < 5  # type: ignore[index]
+    assert read_state(tmp_path, now_wall_s=now + 600)["age_s"] >= 595  # type: ignore[index]
