@@ -85,7 +85,7 @@ train: $(TRAIN_VENV)/.installed
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak -p no:cacheprovider -o addopts=""
 
-bench: $(STAMP) broker-check
+bench: $(STAMP) broker-check fleet-deps
 	$(BIN)/mmme-hil bench all
 
 bench-tests: $(STAMP)
