@@ -367,7 +367,10 @@ class IngestWorker:
 
     def run(self) -> IngestCounters:
         s = self.settings
-        self._conn = self._connect_db()
+        try:
+            self._conn = self._connect_db()
+        except Stopping:  # asked to stop before the database ever answered
+            return self.counters
         db.migrate(self._conn)
         self._maintain(self._conn)
         client = self._make_client()
