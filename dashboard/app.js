@@ -670,6 +670,12 @@
     if (typeof h.disk_free_mb === 'number') parts.push(`disk ${num(h.disk_free_mb / 1024, 1, 'GB')}`);
     if (typeof h.outbox_backlog === 'number') parts.push(`outbox ${h.outbox_backlog}`);
     if (typeof h.recorder === 'string') parts.push(h.recorder);
+    // A runtime stage that keeps failing (the rest of the rig runs on): name, count, why.
+    for (const [name, f] of Object.entries(h.sinks || {})) {
+      if (!f || !f.failures) continue;
+      const why = String(f.last_error || '').slice(0, 80);
+      parts.push(`${name} failed ${f.failures}×${why ? ` (${why})` : ''}`);
+    }
     const o = h.offload;
     if (o && typeof o.queued === 'number') {
       // recordings home: what the study server has not yet confirmed

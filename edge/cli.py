@@ -4,6 +4,7 @@
     mmme-edge selftest [--config FILE] [--sim]
     mmme-edge info REC
     mmme-edge export REC --out DIR
+    mmme-edge import-mmme SESSION_DIR --out REC
     mmme-edge dashboard [--port P] [--broker ws://HOST:9001]
 
 A bad config or command line is one line on stderr and exit status 2; a device that
@@ -77,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
 
     for name, helptext in (("info", "print a recording's streams"), ("export", "export to BDF+"),
+                           ("import-mmme", "import an MMME corpus session as a recording"),
                            ("dashboard", "serve the live dashboard page")):
         sp = sub.add_parser(name, help=helptext, add_help=False)
         sp.add_argument("rest", nargs=argparse.REMAINDER)
@@ -87,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     entries = {"info": ("edge.recording.info", "info_main"),
                "export": ("edge.recording.export", "export_main"),
+               "import-mmme": ("edge.corpus.mmme_import", "main"),
                "dashboard": ("edge.dashboard", "main")}
     if argv and argv[0] in entries:
         module, func = entries[argv[0]]

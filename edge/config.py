@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (JetPack 6): the same parser, as a package
+    import tomli as tomllib
+
 
 ADS1299_RATES_HZ = (250, 500, 1000, 2000, 4000, 8000, 16000)
 ADS1299_GAINS = (1, 2, 4, 6, 8, 12, 24)

@@ -34,8 +34,11 @@ class Controls:
 
     def __init__(self, sinks: list[Any], open_recording: Callable[[str, str], Any],
                  recording: Any | None = None, on_state: Callable[..., None] | None = None,
-                 session: str = "ses01", subject: str = "sub01") -> None:
+                 session: str = "ses01", subject: str = "sub01",
+                 deliver: Callable[[str, list[Any]], None] | None = None) -> None:
         self._sinks = sinks
+        # How a software marker reaches the sinks: the runtime's guarded fan-out, when given.
+        self._deliver = deliver
         self._open_recording = open_recording
         self.recording = recording
         self.session, self.subject = session, subject
@@ -43,6 +46,7 @@ class Controls:
         self._queue: queue.Queue[_Action] = queue.Queue(maxsize=32)
         self.closed_recordings: list[str] = []
         self.recorder_counters: list[dict[str, Any]] = []  # per closed recording
+        self.recorder_stats: list[dict[str, Any]] = []  # Recorder.close() per recording
 
     # -- MQTT thread -----------------------------------------------------------------------
     def handle(self, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +93,7 @@ class Controls:
             raise CommandError("not recording")
         rec, self.recording = self.recording, None
         self._sinks.remove(rec)
-        rec.close()
+        self.recorder_stats.append(rec.close())
         self.closed_recordings.append(str(rec.path))
         self.recorder_counters.append(asdict(rec.recorder.counters))
         self._on_state(recording=False)
@@ -103,6 +107,9 @@ class Controls:
 
     def _do_insert_marker(self, args: dict[str, Any]) -> dict[str, Any]:
         marker = Marker(int(args["code"]), monotonic_ns())
-        for sink in self._sinks:
-            sink.on_marker(marker)
+        if self._deliver is not None:
+            self._deliver("on_marker", [marker])
+        else:
+            for sink in self._sinks:
+                sink.on_marker(marker)
         return {"code": marker.code, "t_ns": marker.t_ns}

@@ -142,8 +142,8 @@ def _check_integrity(p: Path, data: bytes) -> None:
             raise ModelSpecError(f"{p}: checksum does not match {sidecar.name} "
                                  "(file damaged, truncated or replaced without its sidecar)")
         return
-    code = ("import sys; from edge.fusion import _interpreter_class; "
-            "c, _ = _interpreter_class(); i = c(model_path=sys.argv[1]); i.allocate_tensors()")
+    code = ("import sys; from edge.fusion import interpreter_class; "
+            "c, _ = interpreter_class(); i = c(model_path=sys.argv[1]); i.allocate_tensors()")
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(root), os.environ.get("PYTHONPATH", "")])}
@@ -155,7 +155,7 @@ def _check_integrity(p: Path, data: bytes) -> None:
 
 
 # --------------------------------------------------------------------- interpreter
-def _interpreter_class() -> tuple[type, str]:
+def interpreter_class() -> tuple[type, str]:
     try:
         from ai_edge_litert.interpreter import Interpreter
         return Interpreter, "ai-edge-litert"
@@ -258,7 +258,7 @@ class FusionModel:
         if len(data) < 8 or data[4:8] != b"TFL3":
             raise ModelSpecError(f"{p}: not a TFLite flatbuffer (no TFL3 identifier)")
         _check_integrity(p, data)
-        interp_cls, backend = _interpreter_class()
+        interp_cls, backend = interpreter_class()
         try:
             it = interp_cls(model_content=data, num_threads=num_threads)
             it.allocate_tensors()

@@ -73,14 +73,17 @@ class _Pending:
 class Processing:
     """The processing sink; call :meth:`tick` from the dispatcher loop."""
 
+    name = "processing"  # as the runtime counts its failures
+
     def __init__(self, infos: dict[str, StreamInfo], fps: float, outlet: Outlet,
                  fusion: Any | None = None, mains_hz: float = 50.0,
                  health: Callable[[], dict[str, Any]] | None = None,
                  record_event: Callable[[str, dict[str, Any], int], Any] | None = None,
                  remap: Callable[[SampleBlock], SampleBlock] | None = None,
                  frame_queue: int = 300) -> None:
-        self.features = FeaturePipeline(infos.get("eeg"), infos.get("hub"),
-                                        FeatureConfig(mains_hz=float(mains_hz)))
+        self._feature_args = (infos.get("eeg"), infos.get("hub"),
+                              FeatureConfig(mains_hz=float(mains_hz)))
+        self.features = FeaturePipeline(*self._feature_args)
         self.spotter = Spotter(fps)
         self.outlet = outlet
         self.fusion = fusion
@@ -110,6 +113,11 @@ class Processing:
     def on_marker(self, marker: Marker) -> None:
         self.outlet.publish("markers", {"code": marker.code, "marker_t_ns": marker.t_ns},
                             marker.t_ns)
+
+    def reset(self) -> None:
+        """Start the features over (after repeated failures); the spotter runs on and
+        pending events still get their (fresh) window."""
+        self.features = FeaturePipeline(*self._feature_args)
 
     # -- spotting, in its own thread ------------------------------------------------------
     def _spot_loop(self) -> None:

@@ -10,14 +10,19 @@ from __future__ import annotations
 import contextlib
 import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.acquisition import ProcessDriver
 from edge.config import CYTON_BACKENDS, RigConfig
 from sensors.ads1299 import Ads1299, Ads1299Settings
+from sensors.blocks import StreamInfo
 from sensors.camera import buffers_for
 from sensors.hub import Hub, HubSettings
+from sensors.seams import FrameDriver, SampleDriver
 from sensors.trigger import MarkerReader, SyncPulser
+
+if TYPE_CHECKING:
+    from hil.sim.rig import SimBench
 
 EEG_RT_PRIORITY = 50  # SCHED_FIFO for the DRDY reader where allowed
 PULSER_RT_PRIORITY = 60
@@ -66,30 +71,30 @@ def open_cyton(cfg: RigConfig, bench: Any) -> Any:
 class Rig:
     """The devices of one rig, opened, with one lifecycle."""
 
-    eeg: Any | None = None
+    eeg: SampleDriver | None = None  # the acquisition process's proxy (ProcessDriver)
     hub: Hub | None = None
-    camera: Any | None = None
+    camera: FrameDriver | None = None
     markers: MarkerReader | None = None
     pulser: SyncPulser | None = None
-    bench: Any | None = None  # the simulated bench, when any device is simulated
-    _closers: list[Any] = field(default_factory=list)
+    bench: SimBench | None = None  # the simulated bench, when any device is simulated
+    closers: list[Any] = field(default_factory=list)  # GPIO lines, closed with the rig
 
-    def sample_drivers(self) -> dict[str, Any]:
+    def sample_drivers(self) -> dict[str, SampleDriver]:
         return {name: d for name, d in (("eeg", self.eeg), ("hub", self.hub)) if d is not None}
 
     def stream_names(self) -> list[str]:
         return [*self.sample_drivers(), *(["camera"] if self.camera is not None else [])]
 
-    def stream_infos(self) -> list[Any]:
+    def stream_infos(self) -> list[StreamInfo]:
         return [d.info for d in self.sample_drivers().values() if d.info is not None]
 
     def dropped(self, name: str) -> int:
-        dev = {"eeg": self.eeg, "hub": self.hub, "camera": self.camera}.get(name)
+        dev: Any = {"eeg": self.eeg, "hub": self.hub, "camera": self.camera}.get(name)
         counters = getattr(dev, "counters", None)
         return int(counters.dropped) if counters is not None else 0
 
     def counter_detail(self, name: str) -> dict[str, int]:
-        dev = {"eeg": self.eeg, "hub": self.hub, "camera": self.camera}.get(name)
+        dev: Any = {"eeg": self.eeg, "hub": self.hub, "camera": self.camera}.get(name)
         c = getattr(dev, "counters", None)
         if c is None:
             return {}
@@ -115,13 +120,13 @@ class Rig:
             self.pulser.stop()
 
     def close(self) -> None:
-        for thing in (self.eeg, self.hub, self.camera, *self._closers, self.bench):
+        for thing in (self.eeg, self.hub, self.camera, *self.closers, self.bench):
             if thing is not None and hasattr(thing, "close"):
                 with contextlib.suppress(Exception):
                     thing.close()
 
 
-def _camera(cfg: RigConfig, bench: Any) -> Any:
+def _camera(cfg: RigConfig, bench: Any) -> FrameDriver:
     cam = cfg.camera
     if cam["backend"] == "sim":
         return bench.camera
@@ -153,7 +158,7 @@ def _gpio_lines(cfg: RigConfig, bench: Any) -> tuple[Any, Any, Any]:
     )
 
 
-def open_rig(cfg: RigConfig, duration_s: float = 0.0, bench: Any = None) -> Rig:
+def open_rig(cfg: RigConfig, duration_s: float = 0.0, bench: SimBench | None = None) -> Rig:
     """Open every enabled device; raises a DeviceError naming the first that fails."""
     uses_sim = any(b == "sim" or b.startswith("sim-") for b in (
         cfg.gpio["backend"], cfg.eeg["backend"], cfg.hub["backend"], cfg.camera["backend"]))
@@ -164,7 +169,7 @@ def open_rig(cfg: RigConfig, duration_s: float = 0.0, bench: Any = None) -> Rig:
     rig = Rig(bench=bench)
     try:
         sync_out, strobe, bus = _gpio_lines(cfg, bench)
-        rig._closers += [sync_out, strobe, bus]
+        rig.closers += [sync_out, strobe, bus]
         rig.pulser = SyncPulser(sync_out, rt_priority=PULSER_RT_PRIORITY)
         rig.markers = MarkerReader(strobe, bus)
         if cfg.eeg["enabled"] and cfg.eeg["backend"] in CYTON_BACKENDS:

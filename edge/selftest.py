@@ -25,7 +25,6 @@ import numpy as np
 
 from edge import wakeup
 from edge.config import RigConfig
-from edge.runtime import Runtime, StreamTally
 from sensors.blocks import Frame, Marker, SampleBlock
 from sensors.errors import DeviceError
 
@@ -158,24 +157,32 @@ def run_checks(cfg: RigConfig) -> list[Check]:
         rig = open_rig(cfg, duration_s=ACQUIRE_S + 5)
     except DeviceError as exc:
         return [Check("open", False, str(exc)), *([host_check(idle)] if idle else [])]
+    from edge.processing import LocalOutlet
+    from edge.runtime import build_session
+
     collect = _Collect()
     # The EEG stream's own rate: a Cyton with the Daisy streams at half the board's.
     eeg_fs = float(rig.eeg.info.fs_hz) if rig.eeg is not None and rig.eeg.info else 0.0
-    runtime = Runtime(rig, [StreamTally(), collect])
+    try:  # the run's chain of sinks, without processing or recording
+        session = build_session(cfg, rig, record=False, outlet=LocalOutlet(),
+                                processing=False, probes=[collect])
+    except BaseException:
+        rig.close()
+        raise
     if idle is not None:  # spawned now, so its start-up does not load the acquisition
         beside = wakeup.Measurement(fs, BESIDE_RIG_S, EEG_RT_PRIORITY)
-    runtime.start()
+    session.start()
     t_end = time.monotonic() + ACQUIRE_S
     if beside is not None:
         beside.start()
     try:  # the rig runs until the time is up and the measurement beside it is done
         while time.monotonic() < t_end or (
                 beside is not None and not beside.ready() and time.monotonic() < t_end + 20):
-            runtime.dispatch(0.01)
+            session.step(0.01)
         beside_r = _result(beside)
     finally:
-        runtime.stop()
-        rig.close()
+        session.stop()
+        session.close()
         if beside is not None:
             beside.close()
     checks = []
@@ -186,7 +193,7 @@ def run_checks(cfg: RigConfig) -> list[Check]:
     if cfg.camera["enabled"]:
         checks.append(check_camera(collect.frame_t_ns, float(cfg.camera["fps"])))
     checks.append(check_trigger(collect.blocks))
-    checks += [Check("runtime", False, e) for e in runtime.errors[:3]]
+    checks += [Check("runtime", False, e) for e in session.runtime.errors[:3]]
     if idle is not None:  # (idle alone if the measurement beside the rig failed)
         checks.append(host_check(idle if beside_r is None else idle.plus(
             wakeup.WakeFloor.from_result(fs, BESIDE_RIG_S, beside_r,

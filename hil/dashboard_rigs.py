@@ -5,9 +5,10 @@ Each rig is its own child process running the real :class:`edge.mqtt.publisher.P
 broker publish the rig's will (retained ``status`` offline, "connection lost").
 A rig publishes status (retained), ``health`` and ``vitals`` every second, and from time
 to time a stimulus ``markers`` code, a spotted expression (``events/me``) and, about
-two seconds later, the fused ``events/emotion``. It answers ``start_recording``,
-``stop_recording``, ``set_session`` and ``insert_marker`` commands through the
-Publisher's command handler (acks on ``ack``, recording state in the retained status).
+two seconds later, the fused ``events/emotion``. Its ``start_recording``,
+``stop_recording``, ``set_session`` and ``insert_marker`` commands are the rig's own
+(:class:`edge.controls.Controls`, recordings real MCAP files with the markers only), through
+the Publisher's command handler (acks on ``ack``, recording state in the retained status).
 
     python -m hil.dashboard_rigs demo [--rigs 3]           # broker + dashboard + rigs
     python -m hil.dashboard_rigs rigs --port 1883 --rigs 3 # rigs on an existing broker
@@ -19,7 +20,7 @@ From Python (tests)::
         rig.inject_malformed("vitals", "not-json")
         rig.kill()  # SIGKILL: the broker sends the will
 
-The child reads one command a line on stdin (``me``/``emotion``/``marker`` with a JSON
+The child reads one command a line on stdin (``me``/``emotion``/``marker``/``sink`` with a JSON
 object of fields, ``quit``) and answers ``ok <msg_id>`` or ``err <reason>``.
 """
 
@@ -76,6 +77,7 @@ class _Sim:
         self.skt0 = self.rng.uniform(32.5, 34.5)
         self.arousal = 0.0  # decays; bumped by events (SCR, HR up)
         self.dropped = dict.fromkeys(STREAMS, 0)
+        self.sinks: dict[str, dict[str, Any]] = {}  # failing runtime sinks, as health says
 
     def vitals(self, t: float) -> dict[str, Any]:
         r = self.rng
@@ -113,7 +115,13 @@ class _Sim:
                 "rss_mb": round(r.uniform(180, 220), 1),
                 "temperature_c": round(r.uniform(48, 61), 1),
                 "disk_free_mb": round(r.uniform(20000, 21000)), "outbox_backlog": backlog,
-                "outbox_dropped": 0, "recorder": "recording" if recording else "idle"}
+                "outbox_dropped": 0, "recorder": "recording" if recording else "idle",
+                **({"sinks": self.sinks} if self.sinks else {})}
+
+    def sink_failed(self, name: str, error: str) -> None:
+        f = self.sinks.setdefault(name, {"failures": 0, "resets": 0, "last_error": None})
+        f["failures"] += 1
+        f["last_error"] = error
 
     def me(self, t_ns: int, **over: Any) -> dict[str, Any]:
         r = self.rng
@@ -160,7 +168,7 @@ class _Sim:
 
 def child_main(argv: list[str]) -> int:
     """One rig (the child process); see :class:`SimRig` for the arguments."""
-    from edge.mqtt.commands import CommandError
+    from edge.controls import Controls
     from edge.mqtt.publisher import MqttSettings, Publisher, status_body
     from sensors.blocks import monotonic_ns
 
@@ -177,39 +185,18 @@ def child_main(argv: list[str]) -> int:
     port, rig_id, outdir, keepalive, seed, auto, host = (a.port, a.rig_id, a.outdir, a.keepalive,
                                                          a.seed, a.auto == 1, a.host)
     sim = _Sim(rig_id, seed)
-    state = {"recording": False, "session": "", "subject": "", "file": ""}
     lock = threading.Lock()
     cfg_hash = hashlib.sha256(f"sim:{rig_id}".encode()).hexdigest()[:12]
     status = {**status_body("0.1.0+sim", "fusion-int8-sim-2", cfg_hash, list(STREAMS)),
               "session": ""}
     pub_box: list[Publisher] = []
+    # The rig's own commands (edge.controls), carried out on this loop's thread: markers go
+    # to the publisher, recordings are real (markers-only) MCAP files in ``outdir``.
+    controls = Controls([_MarkerOutlet(pub_box)], _markers_recording(outdir, rig_id),
+                        on_state=lambda **kw: pub_box[0].update_status(**kw))
 
     def on_command(cmd: str, args: dict[str, Any]) -> dict[str, Any]:
-        pub = pub_box[0]
-        with lock:
-            if cmd == "start_recording":
-                if state["recording"]:
-                    raise CommandError("already recording")
-                state["recording"] = True
-                state["file"] = f"{state['session'] or 'session'}-{int(time.time())}.mcap"
-                pub.update_status(recording=True, session=state["session"])
-                return {"recording": True, "file": state["file"]}
-            if cmd == "stop_recording":
-                if not state["recording"]:
-                    raise CommandError("not recording")
-                state["recording"] = False
-                pub.update_status(recording=False)
-                return {"recording": False, "file": state["file"]}
-            if cmd == "set_session":
-                if state["recording"]:
-                    raise CommandError("stop recording first")
-                state["session"], state["subject"] = args["session"], args["subject"]
-                pub.update_status(session=args["session"])
-                return {"session": args["session"], "subject": args["subject"]}
-            if cmd == "insert_marker":
-                pub.publish("markers", {"code": int(args["code"]), "marker_t_ns": monotonic_ns()})
-                return {"code": int(args["code"])}
-        raise CommandError(f"unsupported command {cmd}")
+        return controls.handle(cmd, args)
 
     pub = Publisher(
         MqttSettings(host=host, port=port, outbox=str(outdir / f"{rig_id}.sqlite"),
@@ -252,6 +239,9 @@ def child_main(argv: list[str]) -> int:
                     me_id = fields.pop("me_msg_id", f"{rig_id}.manual.0")
                     body = sim.emotion(me_id, {}, monotonic_ns(), **fields)
                     say(f"ok {pub.publish('events/emotion', body)}")
+                elif word == "sink":
+                    sim.sink_failed(str(fields["name"]), str(fields["error"]))
+                    say("ok sink")
                 elif word == "marker":
                     body = {"code": int(fields.get("code", 1)), "marker_t_ns": monotonic_ns()}
                     say(f"ok {pub.publish('markers', body)}")
@@ -274,8 +264,7 @@ def child_main(argv: list[str]) -> int:
             if next_tick < now:  # fell behind (suspended): don't burst
                 next_tick = now + 1.0
             pub.publish("vitals", sim.vitals(now - t0))
-            with lock:
-                rec = state["recording"]
+            rec = controls.recording is not None
             pub.publish("health", sim.health(rec, len(pub.outbox)))
         if auto and now >= next_event:
             next_event = now + sim.rng.uniform(6, 14)
@@ -288,9 +277,41 @@ def child_main(argv: list[str]) -> int:
             pending_emotions[:] = [p for p in pending_emotions if p[0] > now]
         for _, me_id, me_body in due:
             pub.publish("events/emotion", sim.emotion(me_id, me_body, monotonic_ns()))
+        controls.apply_pending()
         stop.wait(0.05)
+    if controls.recording is not None:
+        controls.handle_now("stop_recording")
     pub.stop()
     return 0
+
+
+class _MarkerOutlet:
+    """The controls' only sink here: a software marker goes out on ``markers``."""
+
+    def __init__(self, pub_box: list[Any]) -> None:
+        self._pub = pub_box
+
+    def on_block(self, block: Any) -> None:
+        pass
+
+    def on_frame(self, frame: Any) -> None:
+        pass
+
+    def on_marker(self, marker: Any) -> None:
+        self._pub[0].publish("markers", {"code": marker.code, "marker_t_ns": marker.t_ns},
+                             marker.t_ns)
+
+
+def _markers_recording(outdir: Path, rig_id: str) -> Any:
+    """``open_recording`` for :class:`edge.controls.Controls`: a real recorder, no streams."""
+    from edge.recording.recorder import Recorder
+    from edge.recording.sink import RecordingSink, recording_path
+
+    def open_recording(session: str | None = None, subject: str | None = None) -> Any:
+        path = recording_path(outdir, rig_id, session, subject)
+        return RecordingSink(Recorder(path, []), record_frames=False)
+
+    return open_recording
 
 
 # ------------------------------------------------------------------------- parent side
@@ -368,6 +389,10 @@ class SimRig:
 
     def marker(self, code: int) -> str:
         return self._ask("marker", {"code": code})
+
+    def fail_sink(self, name: str, error: str) -> None:
+        """From now on ``health`` says runtime sink ``name`` failed (once more), with ``error``."""
+        self._ask("sink", {"name": name, "error": error})
 
     def inject_malformed(self, kind: str, mode: str = "not-json",
                          payload: bytes | None = None) -> bytes:

@@ -1,25 +1,22 @@
 """Fault injection on the whole rig: run it in-process for N seconds, break things on cue.
 
 :func:`run_with_faults` opens the simulated rig (``edge.rig.open_rig``: the real drivers
-on the bench's seams), feeds the real :class:`edge.runtime.Runtime` into the real sinks
-(:class:`~edge.runtime.StreamTally`, :class:`~edge.clock.keeper.ClockKeeper`,
-:class:`~edge.processing.Processing` with a :class:`~edge.processing.LocalOutlet`, and the
-recorder when asked), runs the systemd :class:`~edge.service.Watchdog` logic on the
-streams, and calls each :class:`Fault`'s action at its time. Every ``sample_every_s`` it
-notes what a person or the health message would see (per-stream received counts, the
-drivers' counters, the hub's ``connected``, the watchdog's ``stalled``, the clock
-keeper's state, the health body). It returns a :class:`FaultRun`.
+on the bench's seams), builds the session ``mmme-edge run`` builds
+(:func:`edge.runtime.build_session`: tally, clock keeper, the recorder when asked,
+processing with a :class:`~edge.processing.LocalOutlet` unless [mqtt] is on), runs the
+systemd :class:`~edge.service.Watchdog` logic on the streams, and calls each
+:class:`Fault`'s action at its time. Every ``sample_every_s`` it notes what a person or
+the health message would see (per-stream received counts, the drivers' counters, the
+hub's ``connected``, the watchdog's ``stalled``, the clock keeper's state, the health
+body). It returns a :class:`FaultRun`.
 
 Fault helpers for what the bench has no one-call switch for:
 
 - :func:`corrupt_hub` turns on the hub emulator's byte corruption and logs the sequence
   number of every frame it damaged, so "every clean frame delivered" is checkable.
 - :func:`step_hub_clock` steps the hub MCU's clock (its microsecond timestamps jump)
-  while its sample pace carries on. ``hil.sim.crystal.Crystal.step`` alone moves the
-  emulator's sample grid too (a burst of samples whose truth host times, from
-  ``Crystal.host_ns`` which ignores steps, lie in the future); :class:`SteppedCrystal`
-  inverts the steps and the emulator's grid is shifted with the step, so the truth table
-  stays exact.
+  while its sample pace carries on (the emulator's public ``step_clock`` hook, which keeps
+  its truth table exact with a :class:`~hil.sim.crystal.SteppedCrystal`).
 - :func:`cpu_hogs` starts busy-loop child processes (CPU starvation) and ends them by pid.
 - EEG faults go into the acquisition process through
   :meth:`edge.acquisition.ProcessDriver.inject` (e.g. ``"stick_drdy"``).
@@ -29,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import subprocess
 import sys
 import time
@@ -40,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from hil.sim.crystal import Crystal
+from hil.sim.crystal import SteppedCrystal
 from sensors import hub_protocol as hp
 from sensors.blocks import monotonic_ns
 
@@ -125,54 +121,35 @@ def run_with_faults(duration_s: float, faults: Iterable[Fault] = (), *, cfg: Any
                     stall_s: float = 3.0) -> FaultRun:
     """Run the rig for ``duration_s`` with the real runtime and sinks, injecting ``faults``.
 
-    ``sinks`` are extra probes fed after the keeper (they may read it); each may have a
-    ``bind(rig, keeper)`` method, called before the run. ``on_open(rig)`` runs once the
-    rig is open, before it starts (set up faults scheduled in scenario time there);
-    ``at_end(rig)`` after the runtime stopped, before the rig closes (read the bench's
-    truth there): its result is ``FaultRun.extra["at_end"]``.
+    The chain of sinks is the one ``mmme-edge run`` builds
+    (:func:`edge.runtime.session.build_session`); ``sinks`` are extra probes fed after
+    the keeper (they may read it); each may have a ``bind(rig, keeper)`` method, called
+    before the run. Results go to a :class:`~edge.processing.LocalOutlet`, or to the
+    broker when ``cfg`` enables [mqtt]. ``on_open(rig)`` runs once the rig is open,
+    before it starts (set up faults scheduled in scenario time there); ``at_end(rig)``
+    after the runtime stopped, before the rig closes (read the bench's truth there): its
+    result is ``FaultRun.extra["at_end"]``.
     """
-    from edge.clock.keeper import ClockKeeper
-    from edge.processing import LocalOutlet, Processing
+    from edge.processing import LocalOutlet
     from edge.rig import open_rig
-    from edge.runtime import Runtime, StreamTally, _health, summarise
+    from edge.runtime import build_session, summarise
     from edge.service import Notifier, StreamProgress, Watchdog
 
     cfg = cfg if cfg is not None else sim_config()
     pending = sorted(faults, key=lambda f: f.at_s)
     rig = open_rig(cfg, duration_s=duration_s + 10.0)
-    recorder = None
-    proc_sink = None
-    errors: list[str] = []
+    session = None
     try:
         if on_open is not None:
             on_open(rig)
-        tally = StreamTally()
-        keeper = ClockKeeper.from_rig(rig, camera_fps=float(cfg.camera["fps"]))
-        all_sinks: list[Any] = [tally, keeper]
-        if record_dir is not None:
-            from edge.recording.sink import open_recording_sink
-
-            recorder = open_recording_sink(Path(record_dir), rig,
-                                           dataclasses.replace(cfg), clock=keeper)
-            all_sinks.append(recorder)
-        for s in sinks:
-            if hasattr(s, "bind"):
-                s.bind(rig, keeper)
-            all_sinks.append(s)
-        outlet = LocalOutlet(limit=5000)
-        if processing:
-            infos = {i.name: i for i in rig.stream_infos()}
-            proc_sink = Processing(
-                infos, float(cfg.camera["fps"]), outlet, fusion=None,
-                mains_hz=float(cfg.features["mains_hz"]),
-                record_event=(recorder.recorder.write_event if recorder is not None
-                              else None), remap=keeper.remap)
-            all_sinks.append(proc_sink)
-        runtime = Runtime(rig, all_sinks)
+        session = build_session(
+            cfg, rig, record_dir=record_dir, record=record_dir is not None,
+            outlet=None if cfg.mqtt["enabled"] else LocalOutlet(limit=5000),
+            processing=processing, probes=sinks)
+        tally, keeper, runtime = session.tally, session.keeper, session.runtime
         progress = StreamProgress(lambda: {n: t.received for n, t in tally.tallies.items()},
                                   rig.stream_names(), stall_s=stall_s)
         dog = Watchdog(Notifier(address=""), progress, interval_s=0.5)
-        psutil_proc = _psutil_self()
         fault_times: dict[str, float] = {}
         timeline: list[Snapshot] = []
         if rig.bench is not None:
@@ -180,7 +157,7 @@ def run_with_faults(duration_s: float, faults: Iterable[Fault] = (), *, cfg: Any
             # t = 0 (bench t0_ns, LEAD_IN_S after the bench was built) kills its thread.
             time.sleep(max(rig.bench.t0_ns - monotonic_ns(), 0) / 1e9 + 0.05)
         t0 = time.monotonic()
-        runtime.start()
+        session.start()
         dog.start()
         stalled_ever = False
         try:
@@ -191,54 +168,42 @@ def run_with_faults(duration_s: float, faults: Iterable[Fault] = (), *, cfg: Any
                     f = pending.pop(0)
                     f.action(rig)
                     fault_times[f.name] = time.monotonic() - t0
-                runtime.dispatch(0.005)
-                if proc_sink is not None:
-                    proc_sink.tick()
+                session.step(0.005)
                 if now >= next_snap:
                     next_snap += sample_every_s
                     stalled_ever = stalled_ever or dog.stalled
-                    health = _health(tally, rig, psutil_proc, outlet, recorder, keeper,
-                                     last_health)
                     timeline.append(_snapshot(now - t0, tally, rig, runtime, keeper,
-                                              dog, health))
+                                              dog, session.health(last_health)))
         finally:
             dog.stop(None)
-            runtime.stop()
-            with contextlib.suppress(Exception):
-                keeper.flush()
-            if proc_sink is not None:
-                proc_sink.close()
+            session.stop()
         wall = time.monotonic() - t0
         end_result = at_end(rig) if at_end is not None else None
         summary = summarise(tally, rig, runtime, 0.0, wall, 0.0, keeper)
-        errors += runtime.errors + (proc_sink.errors if proc_sink is not None else [])
-        rec_stats = recorder.close() if recorder is not None else None
-        recorder = None
+        errors = session.errors
+        session.close()
+        controls, proc_sink, outlet = session.controls, session.processing, session.outlet
         return FaultRun(
             duration_s=wall, fault_times=fault_times, timeline=timeline, summary=summary,
             counters={n: rig.counter_detail(n) for n in rig.stream_names()},
-            clock=keeper.state(), outlet_counts=dict(outlet.counts),
-            outlet_messages=list(outlet.messages),
+            clock=keeper.state(), outlet_counts=dict(getattr(outlet, "counts", {})),
+            outlet_messages=list(getattr(outlet, "messages", [])),
             processing=dict(proc_sink.counters) if proc_sink is not None else {},
             errors=errors,
             watchdog={"pets": dog.pets, "ready": dog.ready_sent, "stalled": dog.stalled,
                       "stalled_ever": stalled_ever},
-            recorder=rec_stats,
+            recorder=controls.recorder_stats[-1] if controls.recorder_stats else None,
             extra={"tallies": {n: dataclasses.asdict(t) for n, t in tally.tallies.items()},
                    "queue_dropped": {n: q.dropped_weight for n, q in runtime.queues.items()},
-                   "markers": len(tally.markers), "at_end": end_result},
+                   "markers": len(tally.markers), "at_end": end_result,
+                   "sinks": runtime.sink_report(),
+                   "recordings": list(controls.closed_recordings)},
         )
     finally:
-        if recorder is not None:
-            with contextlib.suppress(Exception):
-                recorder.close()
-        rig.close()
-
-
-def _psutil_self() -> Any:
-    import psutil
-
-    return psutil.Process(os.getpid())
+        if session is not None:
+            session.close()  # once: a no-op after the close above
+        else:
+            rig.close()
 
 
 def _snapshot(t_s: float, tally: Any, rig: Any, runtime: Any, keeper: Any, dog: Any,
@@ -274,61 +239,33 @@ class CorruptionLog:
 def corrupt_hub(hub_emu: Any, rate: float, log: CorruptionLog | None = None) -> CorruptionLog:
     """``hub_emu.corrupt(rate)``, with every damaged frame's sequence number logged.
 
-    Wraps the emulator's (private) ``_maybe_corrupt``: DATA frames go out in batches of
-    equal-length frames, so a flipped byte at offset ``o`` belongs to frame ``o // len``.
+    DATA frames go out in batches of equal-length frames, so a flipped byte at offset
+    ``o`` of a batch belongs to frame ``o // len``.
     """
     log = log if log is not None else CorruptionLog()
-    inner = hub_emu._maybe_corrupt
+    flen = hp.OVERHEAD + hp.data_payload_len(5)
 
-    def logged(data: bytes) -> bytes:
-        out = inner(data)
-        if out is data or out == data:
-            return out
-        a = np.frombuffer(data, dtype=np.uint8)
-        b = np.frombuffer(out, dtype=np.uint8)
-        flen = hp.OVERHEAD + hp.data_payload_len(5)
+    def logged(clean: bytes, damaged: bytes) -> None:
+        a = np.frombuffer(clean, dtype=np.uint8)
+        b = np.frombuffer(damaged, dtype=np.uint8)
         if a.size % flen == 0:
             frames = a.reshape(-1, flen)
             seq = frames[:, hp.HEADER_LEN:hp.HEADER_LEN + 4].copy().view("<u4").ravel()
             hit = np.unique(np.flatnonzero(a != b) // flen)
             log.seqs.update(int(s) for s in seq[hit])
             log.bytes_hit += int(np.count_nonzero(a != b))
-        return out
 
-    hub_emu._maybe_corrupt = logged
-    hub_emu.corrupt(rate)
+    hub_emu.corrupt(rate, on_corrupted=logged)
     return log
-
-
-class SteppedCrystal(Crystal):
-    """A :class:`Crystal` whose ``host_ns`` also inverts forward clock steps."""
-
-    def host_ns(self, device_s: np.ndarray | float) -> np.ndarray:
-        d = np.asarray(device_s, dtype=np.float64)
-        for at_ns, step_s in self.steps:
-            after = Crystal.device_s(self, at_ns)  # device reading just after the step
-            d = np.where(d >= after, d - step_s, d)
-        return Crystal.host_ns(self, d)
 
 
 def step_hub_clock(hub_emu: Any, seconds: float) -> int:
     """Step the hub MCU's clock by ``seconds`` (> 0) now; returns the step's host ns.
 
-    The MCU's microsecond timestamps jump; its sample pace (sequence numbers) carries
-    on. Reaches into the emulator's private sample grid (test bench only).
+    ``HubEmulator.step_clock``: its microsecond timestamps jump while its sample pace
+    carries on, and its truth table stays exact.
     """
-    if seconds <= 0:
-        raise ValueError("step_hub_clock: forward steps only")
-    with hub_emu._lock:
-        hub_emu._sample_and_send()  # what was due before the step keeps its true times
-        old = hub_emu.crystal
-        new = SteppedCrystal(ppm=old.ppm, origin_host_ns=old.origin_host_ns,
-                             origin_device_s=old.origin_device_s, steps=list(old.steps))
-        at = monotonic_ns()
-        new.step(at, seconds)
-        hub_emu.crystal = new
-        hub_emu._grid_dev_s += seconds
-    return at
+    return int(hub_emu.step_clock(seconds))
 
 
 # ---------------------------------------------------------------------- CPU starvation

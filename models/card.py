@@ -18,17 +18,44 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def _data_paragraph(m: dict) -> list[str]:
+    d = m.get("data") or {"simulated": True}
+    if d.get("simulated", True):
+        return [
+            "**Trained on simulated data only.** Every number below comes from a simulated "
+            "cohort (the HIL scenario, physiology, EEG and face renderer of this repository), "
+            "not from people. It shows that the pipeline, the quantization and the runtime "
+            "work end to end; it says nothing about accuracy on real micro-expressions. "
+            "Retrain on real data (`python -m models.train --data DIR`) before drawing any "
+            "conclusion."]
+    files = d.get("files", [])
+    shown = ", ".join(f"`{f}`" for f in files[:20]) + (f" and {len(files) - 20} more"
+                                                       if len(files) > 20 else "")
+    per = ", ".join(f"{k} {v}" for k, v in d.get("events_per_subject", {}).items())
+    return [
+        f"**Trained on the recordings in `{d.get('path')}`** (`python -m models.train "
+        f"--data`): {len(files)} recording(s) ({shown or 'MMME folder layout'}); labelled "
+        f"events per subject: {per}. The figures below are only as good as that data: "
+        "check how many subjects and events it holds before reading them."]
+
+
+def _reproduce(m: dict) -> str:
+    folds = 0 if m.get("folds", 0) == m.get("n_subjects") else m.get("folds", 0)
+    d = m.get("data") or {"simulated": True}
+    if d.get("simulated", True):
+        return (f"`make train` (= `python -m models.train --seed {m['seed']} --folds {folds} "
+                "--out models/`")
+    return (f"`python -m models.train --data {d.get('path')} --seed {m['seed']} "
+            f"--folds {folds} --epochs {m['epochs']}` (in `.venv-train`")
+
+
 def write_card(path: Path, m: dict) -> None:
     q = m["quantization"]
     periph = ", ".join(f"{n}/{s:g}" for n, s in zip(PERIPH_NAMES, PERIPH_SCALE, strict=True))
     lines = [
         "# mmme_fusion_int8.tflite",
         "",
-        "**Trained on simulated data only.** Every number below comes from a simulated "
-        "cohort (the HIL scenario, physiology, EEG and face renderer of this repository), "
-        "not from people. It shows that the pipeline, the quantization and the runtime work "
-        "end to end; it says nothing about accuracy on real micro-expressions. Retrain on "
-        "real data (`python -m models.train --data DIR`) before drawing any conclusion.",
+        *_data_paragraph(m),
         "",
         f"- data: {m['source']}; {m['n_events']} events, {m['n_subjects']} subjects; "
         f"composite counts {m['class_counts']['composite']} ({', '.join(COMPOSITES)}), "
@@ -42,9 +69,8 @@ def write_card(path: Path, m: dict) -> None:
         f"{m['latency']['p90_us']:.0f} us per event (quantize + invoke + dequantize, one "
         "thread, ai-edge-litert, x86_64 dev machine shared with other work; "
         "`mmme-hil bench model` re-measures)",
-        f"- reproduce: `make train` (= `python -m models.train --seed {m['seed']} "
-        f"--folds {0 if m.get('folds', 0) == m.get('n_subjects') else m.get('folds', 0)} "
-        f"--out models/`; {m['train_seconds'] / 60:.1f} min here); versions {m['versions']}",
+        f"- reproduce: {_reproduce(m)}; {m['train_seconds'] / 60:.1f} min here); "
+        f"versions {m['versions']}",
         "",
         "## Inputs (all int8; float = (q - zero_point) * scale)",
         "",
@@ -101,10 +127,22 @@ def write_card(path: Path, m: dict) -> None:
     ]
     for k, v in m["ridge_loso"].items():
         lines.append(f"| {k} | {v['uf1']:.3f} | {v['uar']:.3f} |")
+    simulated = (m.get("data") or {"simulated": True}).get("simulated", True)
+    lines += ["", "## Limits", ""]
+    if not simulated:
+        lines += [
+            f"- Every figure comes from the {m['n_events']} labelled events of "
+            f"{m['n_subjects']} subjects named above; with few subjects LOSO scores swing "
+            "widely from one subject to the next.",
+            "- Labels are the coders' intervals and emotions as imported; inputs are "
+            "computed by the device's own code (models/dataset.py).",
+            "- Probabilities are not calibrated; contributions are modality-ablation deltas, "
+            "not attributions with guarantees.",
+            "",
+        ]
+        path.write_text("\n".join(lines))
+        return
     lines += [
-        "",
-        "## Limits",
-        "",
         "- The linear check above shows no modality is trivial, but the small CNN does far "
         "better on the rendered faces (visual-only UF1 above) than a linear model: the "
         "simulated AUs are clean prototypes on one face. Expect much lower visual scores on "

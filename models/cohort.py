@@ -162,7 +162,9 @@ def add_emotion_eeg(x: np.ndarray, fs: float, scen: Scenario, effect_scale: floa
     return x + (gain_minus_1 * bands).sum(axis=0)
 
 
-def _visual(scen: Scenario, nuisance: dict, seed: int) -> np.ndarray:
+def visual_input(scen: Scenario, nuisance: dict, seed: int) -> np.ndarray:
+    """The model's visual input for one scenario: the simulated camera through the spotter's
+    face tracker and visual features."""
     from edge.spotting.face import FaceStatus, FaceTracker
     from edge.spotting.visual import visual_features
     from hil.sim.camera import SimCamera
@@ -218,7 +220,7 @@ def _physio(scen: Scenario, nuisance: dict, seed: int) -> tuple[np.ndarray, np.n
 def generate_subject(k: int, seed: int) -> dict[str, np.ndarray]:
     """All events of subject k: inputs, labels and ground truth."""
     scen, nuisance = subject_scenario(k, seed)
-    vis = _visual(scen, nuisance, seed * 1000 + k)
+    vis = visual_input(scen, nuisance, seed * 1000 + k)
     eeg, per = _physio(scen, nuisance, seed)
     ev = scen.expressions
     return {

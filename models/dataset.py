@@ -6,7 +6,8 @@ FeaturePipeline + edge.fusion.event_inputs), so training and the device agree.
 1. Rig recordings (``*.mcap`` from edge/recording/recorder.py) with labelled events: every event
    on the recording's ``/events`` topic whose ``payload`` has ``onset_ns``, ``apex_ns``
    and ``emotion`` (the spotter's interval plus the emotion a coder assigned). Subject =
-   the file's parent folder name.
+   the file's parent folder name. ``mmme-edge import-mmme`` writes the MMME release's
+   sessions this way (``ground_truth`` events from the coding file).
 2. MMME layout (one folder)::
 
        coding.csv | coding.xlsx   MMME coding file (edge.evaluation.annotations.read_mmme_coding)
@@ -123,19 +124,30 @@ def recording_events(rec: object) -> list[LabelledEvent]:
 
 
 def load_recording(path: str | Path) -> dict[str, np.ndarray]:
-    from edge.recording.format import open_recording
+    from edge.recording.format import iter_frames, open_recording
 
-    rec = open_recording(path, frames=True)
+    rec = open_recording(path, frames=False)  # a long session's frames do not fit in memory
     events = recording_events(rec)
     fps = float((rec.camera or {}).get("fps", 150.0))
     ft = rec.frame_t_ns
-    frames = rec.frames or []
+
+    def position(t_ns: int) -> int:
+        return int(np.clip(np.searchsorted(ft, t_ns, side="right") - 1, 0, len(ft) - 1))
+
+    want = {position(t) for e in events for t in (e.onset_ns - int(1e9 / fps), e.apex_ns)} \
+        if len(ft) else set()
+    want_t = {int(ft[i]) for i in want}
+    kept: dict[int, np.ndarray] = {}
+    if want_t:  # one pass over the frames, keeping only those the events need
+        last = max(want_t)
+        for f in iter_frames(path):
+            if f.t_ns in want_t:
+                kept[f.t_ns] = f.luma
+            if len(kept) == len(want_t) or f.t_ns >= last:
+                break
 
     def frame_at(t_ns: int) -> np.ndarray | None:
-        if not len(frames):
-            return None
-        i = int(np.clip(np.searchsorted(ft, t_ns, side="right") - 1, 0, len(frames) - 1))
-        return frames[i].luma
+        return kept.get(int(ft[position(t_ns)])) if len(ft) else None
 
     streams = [(s.info, s.host_t_ns, s.values) for s in rec.streams.values() if len(s)]
     eeg, per = physio_inputs(streams, [e.apex_ns for e in events])

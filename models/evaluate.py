@@ -61,9 +61,9 @@ class Int8Runner:
     """A full-integer TFLite model called by its signature's input names."""
 
     def __init__(self, model: bytes) -> None:
-        from edge.fusion import _interpreter_class
+        from edge.fusion import interpreter_class
 
-        cls, _ = _interpreter_class()
+        cls, _ = interpreter_class()
         self.it = cls(model_content=model, num_threads=1)
         self.it.allocate_tensors()
         runner = self.it.get_signature_runner()

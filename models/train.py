@@ -157,6 +157,7 @@ def reference_inputs(data: dict[str, np.ndarray], model, path: Path, out: Path,
                      n: int = 64, seed: int = 0) -> None:
     """Stored inputs with the int8 outputs the shipped model gives (CI checks exactness)."""
     rng = np.random.default_rng(seed)
+    n = min(n, len(data["eeg"]))  # a small lab set has fewer events than the reference size
     idx = np.sort(rng.choice(len(data["eeg"]), n, replace=False))
     fm = FusionModel.load(path)
     q = {m: np.stack([fm.quantize(m, data[m][i]) for i in idx]) for m in MODALITIES}
@@ -198,10 +199,17 @@ def main(argv: list[str] | None = None) -> int:
 
         data = load_dir(args.data)
         source = f"lab data from {args.data}"
+        names, counts = np.unique(data["subject_name"], return_counts=True)
+        data_meta = {"simulated": False, "path": str(args.data),
+                     "files": sorted(str(p.relative_to(args.data))
+                                     for p in Path(args.data).rglob("*.mcap")),
+                     "events_per_subject": {str(k): int(v) for k, v in
+                                            zip(names, counts, strict=True)}}
     else:
         data = cohort.load_or_generate(args.subjects, args.seed)
         source = (f"simulated cohort: {args.subjects} subjects, seed {args.seed}, "
                   f"models/cohort.py v{cohort.COHORT_VERSION}")
+        data_meta = {"simulated": True}
     log(f"data: {len(data['eeg'])} events, {len(np.unique(data['subject']))} subjects")
     ridge = {name: dict(zip(("uf1", "uar"), ridge_loso(data, mods), strict=True))
              for name, mods in (("visual", ("visual",)), ("eeg", ("eeg",)),
@@ -226,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     lat = latency_us(path)
     train_s = time.perf_counter() - t_start
     metrics = {
-        "source": source, "seed": args.seed, "epochs": args.epochs,
+        "source": source, "data": data_meta, "seed": args.seed, "epochs": args.epochs,
         "folds": len(subject_folds(data["subject"], args.folds, args.seed)),
         "n_events": len(data["eeg"]), "n_subjects": len(np.unique(data["subject"])),
         "class_counts": {"composite": np.bincount(data["composite"], minlength=3).tolist(),

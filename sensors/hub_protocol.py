@@ -345,6 +345,11 @@ class HubParser:
         self._data_hdr = SYNC + struct.pack("<BBH", PROTOCOL_VERSION, DATA, plen)
         self._data_dtype = data_dtype(n_channels)
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held back, waiting for the rest of a frame."""
+        return len(self._buf)
+
     def clear_buffer(self) -> None:
         """Forget buffered partial bytes (new connection); sequence state is kept."""
         self._buf.clear()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from sensors.blocks import Edge, Frame
+from sensors.blocks import Edge, Frame, SampleBlock, StreamCounters, StreamInfo
 
 
 @runtime_checkable
@@ -77,3 +77,44 @@ class FrameSource(Protocol):
         ...
 
     def stop(self) -> None: ...
+
+
+# ---------------------------------------------------------------------- drivers
+# The seams above are what a driver talks through; these are what the runtime talks to.
+
+
+@runtime_checkable
+class SampleDriver(Protocol):
+    """A sampled device's driver (ADS1299, sensor hub, the EEG acquisition process).
+
+    Lifecycle: ``open()`` (reset, identify, configure; raises a
+    :class:`sensors.errors.DeviceError` for an absent or wrong device), ``start()``,
+    ``poll()`` as long as it runs, ``stop()``, ``close()``. Synchronous: the runtime owns
+    the threads. Bad device bytes are counted in ``counters``, never raised.
+    """
+
+    info: StreamInfo | None  # known once open
+    counters: StreamCounters
+
+    def open(self) -> None: ...
+
+    def start(self) -> None: ...
+
+    def poll(self, timeout_s: float) -> list[SampleBlock]:
+        """Every block that arrived, waiting at most ``timeout_s`` for the first."""
+        ...
+
+    def stop(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class FrameDriver(FrameSource, Protocol):
+    """A camera as the runtime drives it: a :class:`FrameSource` that counts its losses
+    (``counters.dropped``: frames the sensor or its ring lost) and can be closed."""
+
+    counters: StreamCounters
+
+    def close(self) -> None: ...
+

@@ -8,6 +8,7 @@ but every loss must be counted and visible as an index gap.
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -21,7 +22,13 @@ from hil.sim.wire import SYNC, SimOutputLine, Wire
 from sensors import ads1299
 from sensors.ads1299 import Ads1299, Ads1299Settings, decode_frames
 from sensors.blocks import SampleBlock, monotonic_ns
-from sensors.errors import BackendUnavailable, DeviceError, DeviceTimeout, WrongDevice
+from sensors.errors import (
+    BackendUnavailable,
+    DeviceError,
+    DeviceNotFound,
+    DeviceTimeout,
+    WrongDevice,
+)
 
 UV_PER_COUNT_G1 = 4.5 / (2**23 - 1) * 1e6
 
@@ -144,6 +151,33 @@ def test_spidev_backend_reports_a_missing_package_clearly() -> None:
 
     with pytest.raises(BackendUnavailable, match="spidev"):
         SpidevBus(0, 0)
+
+
+def test_spidev_backend_without_the_device_node_says_how_to_enable_spi(monkeypatch) -> None:
+    from sensors.fakes import make_fake_spidev
+    from sensors.spi import SpidevBus
+
+    monkeypatch.setitem(sys.modules, "spidev", make_fake_spidev())
+    with pytest.raises(DeviceNotFound, match=r"/dev/spidev7\.3 does not exist.*dtparam=spi=on"):
+        SpidevBus(7, 3)
+
+
+def test_spidev_backend_sets_mode_1_and_keeps_cs_low_per_transfer(monkeypatch) -> None:
+    from sensors import spi
+    from sensors.fakes import make_fake_spidev
+
+    fake = make_fake_spidev()
+    monkeypatch.setitem(sys.modules, "spidev", fake)
+    monkeypatch.setattr(spi.os.path, "exists", lambda p: p == "/dev/spidev0.1")
+    bus = spi.SpidevBus(0, 1, max_speed_hz=2_000_000)
+    dev = fake.devices[-1]
+    assert (dev.bus, dev.device, dev.mode, dev.max_speed_hz, dev.bits_per_word) == (
+        0, 1, 1, 2_000_000, 8)
+    dev.respond = lambda out: bytes(b ^ 0xFF for b in out)
+    assert bus.xfer(b"\x20\x00\x00") == b"\xdf\xff\xff"
+    assert dev.sent == [b"\x20\x00\x00"]  # one xfer2: CS held for the whole command
+    bus.close()
+    assert dev.closed
 
 
 # ---------------------------------------------------------------- against the emulator

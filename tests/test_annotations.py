@@ -9,14 +9,10 @@ import pytest
 
 from edge.evaluation.annotations import parse_aus, parse_frame_field, read_casme, read_mmme_coding
 
-MMME = Path("/work/shared/data/mmme/coding_file.xlsx")
-
 
 @pytest.fixture(scope="module")
-def mmme():
-    if not MMME.exists():
-        pytest.skip("MMME coding file not on this machine")
-    return read_mmme_coding(MMME)
+def mmme(shared):
+    return read_mmme_coding(shared("data", "mmme", "coding_file.xlsx"))
 
 
 def test_mmme_has_299_micro_and_645_macro_intervals(mmme) -> None:
@@ -65,3 +61,13 @@ def test_casme_sheet(tmp_path) -> None:
     assert [g.kind for g in rows] == ["micro", "macro"]  # 0.2 s vs 1.0 s at 200 fps
     assert rows[0].composite == "positive" and rows[1].aus == ("AU4", "AU7")
     assert rows[0].interval(frames=True).offset == 86
+
+
+def test_without_openpyxl_the_error_names_the_extra(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openpyxl", None)  # import openpyxl -> ImportError
+    sheet = tmp_path / "coding.xlsx"
+    sheet.write_bytes(b"")
+    with pytest.raises(ImportError, match=r"mmme-edge\[annotations\]"):
+        read_casme(sheet)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import sys
 import time
-import types
-from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -27,6 +25,7 @@ from sensors.camera import (
     pick_sensor_mode,
 )
 from sensors.errors import BackendUnavailable, DeviceNotFound, WrongDevice
+from sensors.fakes import IMX219_MODES, FakePicamera2, make_fake_picamera2
 from sensors.seams import FrameSource
 
 FPS = 150.0
@@ -115,14 +114,6 @@ def test_opencv_source_on_a_node_that_is_no_camera_is_device_not_found(capfd) ->
     assert capfd.readouterr().err == ""
 
 
-IMX219_MODES = [
-    {"size": (640, 480), "fps": 206.65, "bit_depth": 10, "unpacked": "SRGGB10"},
-    {"size": (1640, 1232), "fps": 41.85, "bit_depth": 10, "unpacked": "SRGGB10"},
-    {"size": (1920, 1080), "fps": 47.57, "bit_depth": 10, "unpacked": "SRGGB10"},
-    {"size": (3280, 2464), "fps": 21.19, "bit_depth": 10, "unpacked": "SRGGB10"},
-]
-
-
 def test_sensor_mode_choice_reaches_the_frame_rate_or_refuses() -> None:
     assert pick_sensor_mode(IMX219_MODES, 320, 240, 150.0)["size"] == (640, 480)
     assert pick_sensor_mode(IMX219_MODES, 1280, 720, 30.0)["size"] == (1640, 1232)
@@ -130,73 +121,12 @@ def test_sensor_mode_choice_reaches_the_frame_rate_or_refuses() -> None:
         pick_sensor_mode(IMX219_MODES, 320, 240, 300.0)
 
 
-class FakeRequest:
-    def __init__(self, t_ns: int, value: int, w: int, h: int) -> None:
-        stride = w + 64  # picamera2 leaves row padding in YUV420 arrays
-        self.array = np.full((h * 3 // 2, stride), 128, np.uint8)
-        self.array[:h, :w] = value
-        self.t_ns = t_ns
-        self.released = False
-
-    def get_metadata(self) -> dict:
-        return {"SensorTimestamp": self.t_ns, "ExposureTime": 5000}
-
-    def make_array(self, name: str) -> np.ndarray:
-        assert name == "main"
-        return self.array
-
-    def release(self) -> None:
-        self.released = True
-
-
-class FakePicamera2:
-    """Just enough of picamera2.Picamera2 to drive the backend."""
-
-    instances: ClassVar[list[FakePicamera2]] = []
-
-    def __init__(self, camera_num: int = 0) -> None:
-        self.sensor_modes = IMX219_MODES
-        self.config: dict = {}
-        self.requests: list[FakeRequest] = []
-        self.timestamps = [1_000_000_000 + round(k * PERIOD_NS) for k in (0, 1, 2, 5, 6)]
-        FakePicamera2.instances.append(self)
-
-    @staticmethod
-    def global_camera_info() -> list[dict]:
-        return [{"Model": "imx219", "Num": 0}]
-
-    def create_video_configuration(self, **kw) -> dict:
-        return kw
-
-    def configure(self, config: dict) -> None:
-        self.config = config
-
-    def start(self) -> None:
-        pass
-
-    def capture_request(self, wait=None):
-        assert wait is False
-        return "job"
-
-    def wait(self, job, timeout=None):
-        if not self.timestamps:
-            raise TimeoutError
-        w, h = self.config["main"]["size"]
-        req = FakeRequest(self.timestamps.pop(0), len(self.requests) + 1, w, h)
-        self.requests.append(req)
-        return req
-
-    def stop(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def test_picamera2_source_configures_fixed_exposure_and_numbers_frames_from_timestamps(
     monkeypatch,
 ) -> None:
-    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=FakePicamera2))
+    monkeypatch.setattr(FakePicamera2, "timestamps_ns",
+                        [1_000_000_000 + round(k * PERIOD_NS) for k in (0, 1, 2, 5, 6)])
+    monkeypatch.setitem(sys.modules, "picamera2", make_fake_picamera2())
     src = Picamera2Source(width=320, height=240, fps=FPS, exposure_us=3000)
     assert isinstance(src, FrameSource)
     cam = FakePicamera2.instances[-1]
@@ -504,3 +434,15 @@ def test_render_cost_leaves_room_for_200_fps() -> None:
     for name, (p50, p99) in costs.items():
         print(f"render {name:6s} p50 {p50:.3f} ms  p99 {p99:.3f} ms (CPU time, 320x240)")
     assert costs["worst"][0] < 3.0  # CPU time: a busy shared machine does not inflate it
+
+
+def test_the_shipped_photograph_is_the_grey_astronaut_pixel_for_pixel() -> None:
+    """hil/sim/astronaut_grey.png is skimage's astronaut() through COLOR_RGB2GRAY, lossless."""
+    import hashlib
+
+    from hil.sim.face_render import photograph_u8
+
+    img = photograph_u8()
+    assert img.shape == (512, 512) and img.dtype == np.uint8
+    assert hashlib.sha256(img.tobytes()).hexdigest() == (
+        "5492ee081c90c2bb57bcdf9a2a43866ea52f2a1906d4d26fc70e0d895a8105dd")

@@ -6,9 +6,13 @@ import subprocess
 import sys
 
 import pytest
-import tomllib
 
 from edge import config
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 
 def _sim_doc() -> dict:

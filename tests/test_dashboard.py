@@ -184,6 +184,11 @@ def test_rig_view_plots_vitals_and_lists_expressions(
     time.sleep(0.3)
     assert len(browser.css(replay)) == 1
 
+    # A runtime stage that keeps failing shows in the health line, with its last error.
+    rig.fail_sink("processing", "RuntimeError: boom")
+    browser.wait(lambda: "processing failed 1× (RuntimeError: boom)" in browser.text(
+        "#rig-health"), 10, "the failing sink in the health line")
+
 
 def test_start_and_stop_recording_show_their_acks(
         browser: Browser, site: str, ws_broker: Broker, rigs: Callable[..., list[SimRig]]) -> None:

@@ -3,27 +3,24 @@
 This machine has no GPIO chips and no gpio-sim: the container's kernel exposes no
 configfs (/sys/kernel/config is absent) and no modules to load, so the libgpiod backend
 cannot be run against real (simulated) gpiochips here. Instead the backends are driven
-through small in-test fake modules that mimic the documented APIs of gpiod v2
+through small fake modules that mimic the documented APIs of gpiod v2
 (request_lines, LineSettings, EdgeEvent with line_seqno, wait/read_edge_events) and of
 RPi.GPIO / Jetson.GPIO (setmode, setup, add_event_detect callbacks, input, output).
 These tests check OUR adapter logic (settings passed, edge and sequence bookkeeping,
-overflow counting, error mapping), not the hardware or the kernel. Where the real gpiod
+overflow counting, error mapping), not the hardware or the kernel. The fakes live in
+``sensors/fakes.py``, beside the real backends. Where the real gpiod
 package is installed, one test checks that the names the adapter uses exist there and
 that a missing chip is reported through the real bindings.
 """
 
 from __future__ import annotations
 
-import enum
-import errno
 import importlib.abc
 import importlib.machinery
 import subprocess
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
@@ -33,149 +30,13 @@ import pytest
 from sensors import gpio as sgpio
 from sensors.blocks import Edge, monotonic_ns
 from sensors.errors import BackendUnavailable, DeviceError, DeviceNotFound
+from sensors.fakes import make_fake_gpiod, make_fake_rpi_api
 
 HW_MODULES = ("gpiod", "RPi", "RPi.GPIO", "Jetson", "Jetson.GPIO")
 REPO = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------- fake gpiod
-
-
-def make_fake_gpiod(chips: dict[str, int]) -> ModuleType:
-    """A stand-in for the gpiod v2 bindings with chips ``path -> number of lines``.
-
-    ``m.requests`` lists every request; ``req.drive(offset, level, t_ns)`` moves a
-    physical input level and queues an edge event the way the kernel does (logical
-    edges under active_low, oldest event dropped when the buffer is full).
-    """
-    m = ModuleType("gpiod")
-    m.__version__ = "2.fake"
-
-    class Direction(enum.Enum):
-        AS_IS, INPUT, OUTPUT = 1, 2, 3
-
-    class EdgeCfg(enum.Enum):
-        NONE, RISING, FALLING, BOTH = 1, 2, 3, 4
-
-    class Bias(enum.Enum):
-        AS_IS, UNKNOWN, DISABLED, PULL_UP, PULL_DOWN = 1, 2, 3, 4, 5
-
-    class Clock(enum.Enum):
-        MONOTONIC, REALTIME, HTE = 1, 2, 3
-
-    class Value(enum.Enum):
-        INACTIVE, ACTIVE = 0, 1
-
-        def __bool__(self) -> bool:
-            return self is Value.ACTIVE
-
-    line = ModuleType("gpiod.line")
-    line.Direction, line.Edge, line.Bias, line.Clock, line.Value = (
-        Direction, EdgeCfg, Bias, Clock, Value)
-    m.line = line
-
-    @dataclass
-    class LineSettings:
-        direction: Direction = Direction.AS_IS
-        edge_detection: EdgeCfg = EdgeCfg.NONE
-        bias: Bias = Bias.AS_IS
-        active_low: bool = False
-        debounce_period: timedelta = timedelta(0)
-        event_clock: Clock = Clock.MONOTONIC
-        output_value: Value = Value.INACTIVE
-
-    class EdgeEvent:
-        class Type(enum.Enum):
-            RISING_EDGE, FALLING_EDGE = 1, 2
-
-        def __init__(self, event_type, timestamp_ns, line_offset, global_seqno, line_seqno):
-            self.event_type, self.timestamp_ns, self.line_offset = (
-                event_type, timestamp_ns, line_offset)
-            self.global_seqno, self.line_seqno = global_seqno, line_seqno
-
-    @dataclass
-    class Request:
-        path: str
-        settings: dict[int, LineSettings]
-        consumer: str | None
-        event_buffer_size: int
-        phys: dict[int, int] = field(default_factory=dict)
-        events: deque = field(default_factory=deque)
-        seqno: dict[int, int] = field(default_factory=dict)
-        gseq: int = 0
-        released: bool = False
-        cond: threading.Condition = field(default_factory=threading.Condition)
-
-        def drive(self, offset: int, level: int, t_ns: int | None = None) -> None:
-            s = self.settings[offset]
-            old = self.phys.get(offset, 0) ^ s.active_low
-            self.phys[offset] = level
-            new = level ^ s.active_low
-            if new == old:
-                return
-            want = {EdgeCfg.BOTH: (0, 1), EdgeCfg.RISING: (1,), EdgeCfg.FALLING: (0,)}.get(
-                s.edge_detection, ())
-            if new not in want:
-                return
-            with self.cond:
-                self.seqno[offset] = self.seqno.get(offset, 0) + 1
-                self.gseq += 1
-                if len(self.events) >= self.event_buffer_size:
-                    self.events.popleft()
-                kind = EdgeEvent.Type.RISING_EDGE if new else EdgeEvent.Type.FALLING_EDGE
-                self.events.append(EdgeEvent(kind, monotonic_ns() if t_ns is None else t_ns,
-                                             offset, self.gseq, self.seqno[offset]))
-                self.cond.notify_all()
-
-        def get_value(self, line: int) -> Value:
-            return self.get_values([line])[0]
-
-        def get_values(self, lines=None) -> list[Value]:
-            lines = lines or list(self.settings)
-            out = []
-            for off in lines:
-                s = self.settings[off]
-                out.append(Value(self.phys.get(off, 0) ^ s.active_low))
-            return out
-
-        def set_value(self, line: int, value: Value) -> None:
-            self.phys[line] = int(bool(value)) ^ self.settings[line].active_low
-
-        def wait_edge_events(self, timeout=None) -> bool:
-            with self.cond:
-                return self.cond.wait_for(lambda: bool(self.events), timeout)
-
-        def read_edge_events(self, max_events=None):
-            with self.cond:
-                n = len(self.events) if max_events is None else min(max_events, len(self.events))
-                return [self.events.popleft() for _ in range(n)]
-
-        def release(self) -> None:
-            self.released = True
-
-    m.requests = []
-
-    def request_lines(path, config, consumer=None, event_buffer_size=None, output_values=None):
-        if path not in chips:
-            raise FileNotFoundError(errno.ENOENT, "No such file or directory")
-        settings = {}
-        for key, s in config.items():
-            for off in key if isinstance(key, tuple) else (key,):
-                if off >= chips[path]:
-                    raise ValueError("line offset of out range")
-                if any(off in r.settings and not r.released for r in m.requests):
-                    raise OSError(errno.EBUSY, "Device or resource busy")
-                settings[off] = s or LineSettings()
-        req = Request(path, settings, consumer, event_buffer_size or 16 * len(settings))
-        for off, s in settings.items():
-            if s.direction is Direction.OUTPUT:
-                req.phys[off] = int(bool(s.output_value)) ^ s.active_low
-        m.requests.append(req)
-        return req
-
-    m.LineSettings, m.EdgeEvent, m.request_lines = LineSettings, EdgeEvent, request_lines
-    return m
-
 
 @pytest.fixture
 def fake_gpiod(monkeypatch):
@@ -187,73 +48,6 @@ def fake_gpiod(monkeypatch):
 # --------------------------------------------------------------- fake RPi.GPIO / Jetson
 
 
-def make_fake_rpi_api(name: str, channels=range(2, 28)) -> ModuleType:
-    """A stand-in for RPi.GPIO / Jetson.GPIO: one process-wide mode, callbacks by channel.
-
-    ``m.drive(ch, level)`` changes a pin and runs its callback when the edge matches, as
-    the library's event thread would; ``m.fire(ch)`` runs it with no level change (a
-    pulse shorter than the callback latency)."""
-    m = ModuleType(name)
-    jetson = name.startswith("Jetson")
-    m.BOARD, m.BCM = ("BOARD", "BCM") if jetson else (10, 11)
-    if jetson:
-        m.CVM, m.TEGRA_SOC = "CVM", "TEGRA_SOC"
-    m.IN, m.OUT = ("in", "out") if jetson else (1, 0)
-    m.HIGH, m.LOW = 1, 0
-    m.PUD_OFF, m.PUD_DOWN, m.PUD_UP = 20, 21, 22
-    m.RISING, m.FALLING, m.BOTH = 31, 32, 33
-    m.mode = None
-    m.setups, m.levels, m.callbacks, m.cleaned = {}, {}, {}, []
-
-    def setwarnings(flag):
-        m.warnings = flag
-
-    def setmode(mode):
-        if m.mode is not None and mode != m.mode:
-            raise ValueError("A different mode has already been set!")
-        m.mode = mode
-
-    def getmode():
-        return m.mode
-
-    def setup(ch, direction, pull_up_down=m.PUD_OFF, initial=None):
-        if ch not in channels:
-            raise ValueError("The channel sent is invalid on a Raspberry Pi")
-        m.setups[ch] = (direction, pull_up_down)
-        if direction == m.OUT:
-            m.levels[ch] = initial or 0
-
-    def input(ch):
-        return m.levels.get(ch, 0)
-
-    def output(ch, value):
-        m.levels[ch] = value
-
-    def add_event_detect(ch, edge, callback=None, bouncetime=None):
-        m.callbacks[ch] = (edge, callback, bouncetime)
-
-    def remove_event_detect(ch):
-        m.callbacks.pop(ch, None)
-
-    def cleanup(ch=None):
-        m.cleaned.append(ch)
-
-    def drive(ch, level):
-        old = m.levels.get(ch, 0)
-        m.levels[ch] = level
-        edge, cb, _ = m.callbacks.get(ch, (None, None, None))
-        if cb is None or level == old:
-            return
-        if edge == m.BOTH or edge == (m.RISING if level else m.FALLING):
-            cb(ch)
-
-    def fire(ch):
-        m.callbacks[ch][1](ch)
-
-    for f in (setwarnings, setmode, getmode, setup, input, output, add_event_detect,
-              remove_event_detect, cleanup, drive, fire):
-        setattr(m, f.__name__, f)
-    return m
 
 
 RPI_API = [("rpi", "RPi.GPIO", "BCM"), ("jetson", "Jetson.GPIO", "BOARD")]

@@ -169,7 +169,7 @@ def test_random_bytes_never_raise_and_are_all_accounted():
     parser = hp.HubParser(n_channels=None)
     batches = feed_in_chunks(parser, noise.tobytes())
     c = parser.counters
-    buffered = len(parser._buf)
+    buffered = parser.buffered
     assert sum(len(b) for b in batches) == c.data_frames == 0
     assert c.bytes_skipped + buffered == noise.size
 

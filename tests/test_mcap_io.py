@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import io
+from importlib.metadata import version
 
+import mcap.writer as mcap_writer
 import numpy as np
 import pytest
+from mcap.data_stream import RecordBuilder
 from mcap.reader import make_reader
 from mcap.writer import CompressionType, Writer
 
-from edge.recording.mcap_io import BY_REFERENCE_BYTES, _PieceBuffer, open_writer
+from edge.recording.mcap_io import (
+    BY_REFERENCE_BYTES,
+    NO_AUTO_CHUNK,
+    ZSTD_LEVEL,
+    LevelledZstd,
+    PieceBuffer,
+    open_writer,
+)
 
 
 class _SpyFile(io.BytesIO):
@@ -59,7 +69,7 @@ def test_each_compressed_chunk_reaches_the_file_as_its_own_write() -> None:
 
 
 def test_a_length_patch_may_not_land_in_a_piece_kept_by_reference() -> None:
-    buf = _PieceBuffer()
+    buf = PieceBuffer()
     buf.write(b"head")
     buf.write(bytes(BY_REFERENCE_BYTES))
     buf.seek(1)
@@ -73,3 +83,37 @@ def test_a_length_patch_may_not_land_in_a_piece_kept_by_reference() -> None:
 def test_data_section_crcs_are_refused_rather_than_miscomputed() -> None:
     with pytest.raises(ValueError, match="CRC"):
         open_writer(io.BytesIO(), enable_data_crcs=True)
+
+
+# The internals of mcap 1.6 the two adaptations touch. A newer mcap that moves them must
+# fail here, loudly, before a recording is written at the wrong level or through a copy.
+
+
+def test_mcap_is_the_series_the_adaptations_were_written_for() -> None:
+    assert version("mcap").startswith("1.6."), (
+        f"mcap {version('mcap')}: edge/recording/mcap_io.py was written for 1.6; check "
+        "mcap.writer's `zstandard` and `_Writer__record_builder`, then move the pin")
+
+
+def test_chunks_go_through_the_levelled_compressor() -> None:
+    assert isinstance(mcap_writer.zstandard, LevelledZstd)  # installed on import
+    calls: list[int] = []
+
+    class Spy(LevelledZstd):
+        def compress(self, data: bytes) -> bytes:
+            calls.append(len(data))
+            return super().compress(data)
+
+    installed = mcap_writer.zstandard
+    mcap_writer.zstandard = Spy(ZSTD_LEVEL)  # type: ignore[assignment]
+    try:
+        _session(open_writer(io.BytesIO(), chunk_size=NO_AUTO_CHUNK,
+                             compression=CompressionType.ZSTD))
+    finally:
+        mcap_writer.zstandard = installed
+    assert len(calls) == 3, "mcap.writer no longer compresses chunks via `zstandard.compress`"
+
+
+def test_the_writers_record_builder_is_where_the_piece_writer_replaces_it() -> None:
+    w = Writer(io.BytesIO())
+    assert isinstance(getattr(w, "_Writer__record_builder", None), RecordBuilder)

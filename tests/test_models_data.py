@@ -83,7 +83,7 @@ def test_visual_input_grows_with_intensity_and_is_zero_without_movement():
     for inten in (0.0, 0.3, 1.0):
         ev = ExpressionEvent(**base, intensity=max(inten, 1e-6))
         scen = Scenario(duration_s=3.0, expressions=(ev,))
-        v = cohort._visual(scen, {"noise_sigma": 0.0, "gain": 1.0}, 0)
+        v = cohort.visual_input(scen, {"noise_sigma": 0.0, "gain": 1.0}, 0)
         mags.append(float(np.abs(v[0, ..., :2]).sum()))
     assert mags[0] < 0.1 * mags[2] and mags[1] < mags[2]
 

@@ -1,10 +1,10 @@
 """One clock for every stream, live: the ClockKeeper on the simulated rig against its truth.
 
 The rig runs in this process (``edge.rig.open_rig`` on the sim config, the real drivers
-and the real ``Runtime``), so the bench's ground truth is at hand: the hub emulator's
-truth table (host time of every MCU sample), the EEG's DRDY edges (the emulator's exact
-conversion instants in sim), the camera's sensor timestamps (host time of exposure
-start) and the bench's expected markers (true strobe times).
+and the session ``mmme-edge run`` builds), so the bench's ground truth is at hand: the
+hub emulator's truth table (host time of every MCU sample), the EEG's DRDY edges (the
+emulator's exact conversion instants in sim), the camera's sensor timestamps (host time
+of exposure start) and the bench's expected markers (true strobe times).
 
 Error budget. A 1 kHz stream sees a pulse edge only at its next sample: each pair is
 uncertain by a uniform millisecond (0.29 ms rms), and while the crystal's drift has not
@@ -27,8 +27,9 @@ import pytest
 
 from edge import config
 from edge.clock.keeper import ClockKeeper
+from edge.processing import LocalOutlet
 from edge.rig import open_rig
-from edge.runtime import Runtime, StreamTally
+from edge.runtime import build_session
 from sensors.blocks import Frame, Marker, SampleBlock
 
 RUN_S = 40.0
@@ -41,8 +42,10 @@ MARKER_TOL_MS = 1.0
 class _Probe:
     """A sink keeping what the truth comparison needs, and when each model got pulses."""
 
-    def __init__(self, keeper: ClockKeeper, pulser) -> None:
-        self.keeper, self.pulser = keeper, pulser
+    def bind(self, rig, keeper: ClockKeeper) -> None:
+        self.keeper, self.pulser = keeper, rig.pulser
+
+    def __init__(self) -> None:
         self.eeg_index: list[np.ndarray] = []
         self.eeg_host: list[np.ndarray] = []
         self.frames: list[tuple[int, int]] = []
@@ -75,18 +78,17 @@ def live():
     cfg = config.load(config.example_path("sim")).with_all_simulated()
     rig = open_rig(cfg, duration_s=RUN_S + 5)
     try:
-        keeper = ClockKeeper.from_rig(rig, camera_fps=float(cfg.camera["fps"]))
-        probe = _Probe(keeper, rig.pulser)
-        tally = StreamTally()
-        runtime = Runtime(rig, [tally, keeper, probe])
-        runtime.start()
+        probe = _Probe()  # the run's own chain: tally, keeper, then the probe
+        session = build_session(cfg, rig, record=False, outlet=LocalOutlet(),
+                                processing=False, probes=[probe])
+        keeper, tally, runtime = session.keeper, session.tally, session.runtime
+        session.start()
         t0 = time.monotonic()
         try:
             while time.monotonic() - t0 < RUN_S:
-                runtime.dispatch(0.01)
+                session.step(0.01)
         finally:
-            runtime.stop()
-            keeper.flush()
+            session.stop()
         hub_truth = rig.bench.hub.truth_table()
         yield {"cfg": cfg, "rig": rig, "keeper": keeper, "probe": probe, "tally": tally,
                "hub_truth": hub_truth, "runtime": runtime}

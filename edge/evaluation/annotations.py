@@ -94,8 +94,11 @@ def _rows(path: str | Path) -> list[dict]:
     if p.suffix.lower() == ".csv":
         with open(p, newline="", encoding="utf-8-sig") as f:
             return [{(k or "").strip(): v for k, v in r.items()} for r in csv.DictReader(f)]
-    import openpyxl  # deferred: only the readers need it
-
+    try:
+        import openpyxl  # deferred: only the xlsx readers need it
+    except ImportError:
+        raise ImportError(f"{p.name}: reading .xlsx coding files needs openpyxl: "
+                          "pip install 'mmme-edge[annotations]' (or give a CSV)") from None
     wb = openpyxl.load_workbook(p, read_only=True, data_only=True)
     try:
         it = wb.worksheets[0].iter_rows(values_only=True)

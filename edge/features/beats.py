@@ -53,6 +53,11 @@ class BeatStep(OneSecondPieces):
         self._next_tick = self.tick
         self._latest_ns = 0
 
+    @property
+    def latest_ns(self) -> int:
+        """Host ns of the newest sample this step has seen (its stream's "now")."""
+        return self._latest_ns
+
     # --- subclass hooks -------------------------------------------------------------------
     def _columns(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError

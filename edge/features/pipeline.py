@@ -256,7 +256,7 @@ class FeaturePipeline:
 
     def _stream_time(self, ch: str) -> int:
         step = self.hub[ch][2]
-        return int(step._latest_ns)  # type: ignore[attr-defined]
+        return int(step.latest_ns)  # type: ignore[attr-defined]
 
     def _event_hr(self, t: int) -> dict[str, Feature]:
         names = (("hr_base_bpm", "bpm"), ("hr_delta_bpm", "bpm"), ("hr_min_delta_bpm", "bpm"))
@@ -288,7 +288,7 @@ class FeaturePipeline:
             return {n: self._missing(n, u, t) for n, u in names}
         step: RspFeatures = self.hub["rsp"][2]  # type: ignore[assignment]
         after = int(self.cfg.event_after_s * 1e9)
-        now = step._latest_ns
+        now = step.latest_ns
         if now - step.LATENCY_MS * 1e6 < t + after:
             return {n: Feature.make(n, np.nan, u, t, now, PENDING) for n, u in names}
         br = [b for b in step.breaths if t - after <= b[0] < t + after]
@@ -310,7 +310,7 @@ class FeaturePipeline:
             return {n: self._missing(n, "degC", t) for n in ("skt_c", "skt_delta_c")}
         step: SktFeatures = self.hub["skt"][2]  # type: ignore[assignment]
         after = int(self.cfg.event_after_s * 1e9)
-        now = step._latest_ns
+        now = step.latest_ns
         if now < t + after:
             return {n: Feature.make(n, np.nan, "degC", t, now, PENDING)
                     for n in ("skt_c", "skt_delta_c")}

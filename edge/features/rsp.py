@@ -66,6 +66,11 @@ class RspFeatures(OneSecondPieces):
         self.breaths: list[tuple[int, float, float, float, float]] = []  # t, rate, amp, insp, pause
         self._latest_ns = 0
 
+    @property
+    def latest_ns(self) -> int:
+        """Host ns of the newest sample this step has seen (its stream's "now")."""
+        return self._latest_ns
+
     def _update(self, t_ns: np.ndarray, x: np.ndarray, bad: np.ndarray) -> list[Feature]:
         if x.shape[0] == 0:
             return []

@@ -24,6 +24,11 @@ class SktFeatures(OneSecondPieces):
         self._last = np.zeros(1)
         self._latest_ns = 0
 
+    @property
+    def latest_ns(self) -> int:
+        """Host ns of the newest sample this step has seen (its stream's "now")."""
+        return self._latest_ns
+
     def _update(self, t_ns: np.ndarray, x: np.ndarray, bad: np.ndarray) -> list[Feature]:
         if x.shape[0] == 0:
             return []

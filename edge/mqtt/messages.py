@@ -12,7 +12,7 @@ import itertools
 import json
 import secrets
 import threading
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -72,7 +72,7 @@ class Envelope:
             "rig_id": self.rig_id,
             "seq": seq,
             "t_ns": monotonic_ns() if t_ns is None else int(t_ns),
-            "wall_time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "wall_time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             **body,
         }
 

@@ -23,7 +23,9 @@ Channels (one MCAP channel each; ``sequence`` counts per channel across segments
   StreamInfo is the channel's ``stream_info`` metadata and the schema data.
 - ``/camera``: one message per Frame, binary ``mmme-frame-v1``; raw luma bytes (lossless,
   zstd-compressed with the chunk), PNG (lossless) or JPEG (lossy) as the config chooses.
-- ``/markers``, ``/clock``, ``/status``, ``/events``: JSON objects.
+- ``/markers``, ``/clock``, ``/status``, ``/events``: JSON objects. An event of kind
+  ``ground_truth`` is a coded interval (``onset_ns``, ``apex_ns``, ``offset_ns``,
+  ``emotion``, ``kind`` ...), as ``mmme-edge import-mmme`` writes from a coding file.
 
 ``mmme-block-v1``: a 12-byte header ``<4sBBHI`` (b"MMB1", version 1, reserved, n_channels,
 n_samples), then little-endian arrays: index int64[n], device_t int64[n], host_t_ns

@@ -29,8 +29,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import mcap.writer as mcap_writer
-import zstandard
 from mcap.writer import CompressionType, IndexType, Writer
 
 from edge.recording.format import (
@@ -59,35 +57,10 @@ from edge.recording.format import (
     stream_info_to_json,
     stream_topic,
 )
-from edge.recording.mcap_io import open_writer
+from edge.recording.mcap_io import NO_AUTO_CHUNK, ZSTD_LEVEL, open_writer
 from sensors.blocks import Frame, Marker, SampleBlock, StreamInfo, monotonic_ns
 
-# mcap's Writer compresses each chunk with ``zstandard.compress`` at zstd's default level 3.
-# Camera frames barely compress (sensor noise): level 3 spends ~4x the CPU of level 1 for
-# ~6% smaller chunks (sim frames: 145 vs 617 MB/s, ratio 1.16 vs 1.09). On a Pi that CPU is
-# the spotter's. So the writer module gets a compressor at ZSTD_LEVEL instead.
-ZSTD_LEVEL = 1
-
-
-class _LevelledZstd:
-    """The one function mcap.writer uses of the zstandard module, at a chosen level."""
-
-    def __init__(self, level: int) -> None:
-        self.level = level
-        self._local = threading.local()  # a ZstdCompressor is not safe across threads
-
-    def compress(self, data: bytes) -> bytes:
-        c = getattr(self._local, "compressor", None)
-        if c is None:
-            c = self._local.compressor = zstandard.ZstdCompressor(level=self.level)
-        return c.compress(data)
-
-
-mcap_writer.zstandard = _LevelledZstd(ZSTD_LEVEL)  # type: ignore[assignment]
-
 Opener = Callable[[Path], IO[bytes]]
-
-_NO_AUTO_CHUNK = 1 << 62  # chunks close only when this recorder says so
 
 
 @dataclass
@@ -177,6 +150,7 @@ class Recorder:
         retry_period_s: float = 2.0,
         opener: Opener | None = None,
         compression: str = "zstd",
+        clock_origin: tuple[int, int] | None = None,
     ) -> None:
         self.path = Path(path)
         self.streams = {s.name: s for s in streams}
@@ -199,8 +173,9 @@ class Recorder:
         self.counters = RecorderCounters()
         self.status = "ok"
         self.segments: list[Path] = []
-        self._wall_start_ns = time.time_ns()
-        self._mono_start_ns = monotonic_ns()
+        # (wall ns, host ns) of one instant; an importer passes the session's own.
+        self._wall_start_ns, self._mono_start_ns = clock_origin or (time.time_ns(),
+                                                                    monotonic_ns())
 
         self._cond = threading.Condition()
         self._queue: deque[_Item] = deque()
@@ -410,7 +385,7 @@ class Recorder:
         f: IO[bytes] | None = None
         try:
             f = self._opener(path)
-            w = open_writer(f, chunk_size=_NO_AUTO_CHUNK, compression=self._compression,
+            w = open_writer(f, chunk_size=NO_AUTO_CHUNK, compression=self._compression,
                             index_types=IndexType.ALL)
             w.start(profile=PROFILE, library=f"mmme-edge recorder v{FORMAT_VERSION}")
             w.add_metadata(META_NAME, self._metadata())
@@ -513,4 +488,4 @@ class Recorder:
         self.close()
 
 
-__all__ = ["Recorder", "RecorderCounters", "Recording", "open_recording"]
+__all__ = ["ZSTD_LEVEL", "Recorder", "RecorderCounters", "Recording", "open_recording"]

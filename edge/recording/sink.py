@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,8 @@ from sensors.blocks import Frame, Marker, SampleBlock
 
 
 class RecordingSink:
+    name = "recorder"  # as the runtime counts its failures
+
     def __init__(self, recorder: Recorder, record_frames: bool, clock: Any | None = None
                  ) -> None:
         self.recorder = recorder
@@ -37,7 +39,7 @@ class RecordingSink:
 
 def recording_path(out_dir: Path, rig_id: str, session: str | None = None,
                    subject: str | None = None) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")[:-4] + "Z"
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")[:-4] + "Z"
     who = "".join(f"_{x}" for x in (subject, session) if x)
     return out_dir / f"{rig_id}{who}_{stamp}.mcap"
 

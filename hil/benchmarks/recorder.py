@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from edge import malloc
-from edge.recording.mcap_io import open_writer
-from edge.recording.recorder import _NO_AUTO_CHUNK, Recorder
+from edge.recording.mcap_io import NO_AUTO_CHUNK, open_writer
+from edge.recording.recorder import Recorder
 from sensors.blocks import Frame, SampleBlock, StreamInfo
 
 EEG = StreamInfo("eeg", 1000.0, tuple(f"EEG{i + 1}" for i in range(8)), ("uV",) * 8,
@@ -108,7 +108,7 @@ def flush_stall_ms(out_dir: Path, reps: int = 8, fps: float = 200.0) -> dict[str
 
     def one_flush(make: object) -> float:
         f = open(out_dir / "stall.mcap", "wb")  # noqa: SIM115 (closed below)
-        w = make(f, chunk_size=_NO_AUTO_CHUNK,  # type: ignore[operator]
+        w = make(f, chunk_size=NO_AUTO_CHUNK,  # type: ignore[operator]
                  compression=CompressionType.ZSTD)
         w.start("bench", "bench")
         ch = w.register_channel("frames", "raw", w.register_schema("f", "raw", b""))

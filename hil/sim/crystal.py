@@ -49,3 +49,16 @@ class Crystal:
     def step(self, at_host_ns: int, seconds: float) -> None:
         """Fault injection: the device clock jumps by ``seconds`` at ``at_host_ns``."""
         self.steps.append((at_host_ns, seconds))
+
+
+class SteppedCrystal(Crystal):
+    """A :class:`Crystal` whose ``host_ns`` also inverts forward clock steps (so the truth
+    of samples taken after a step stays exact)."""
+
+    def host_ns(self, device_s: np.ndarray | float) -> np.ndarray:
+        d = np.asarray(device_s, dtype=np.float64)
+        for at_ns, step_s in self.steps:
+            after = Crystal.device_s(self, at_ns)  # device reading just after the step
+            d = np.where(d >= after, d - step_s, d)
+        return Crystal.host_ns(self, d)
+

@@ -1,8 +1,10 @@
 """Renders the simulated subject: a real face photograph that makes micro-expressions.
 
-The face is ``skimage.data.astronaut()`` (a public-domain NASA portrait bundled with
-scikit-image) in grey, cropped and scaled so that the face box (hairline to chin) fills
-``face_fraction`` of the frame height. Action units (AUs) are local, smooth displacement
+The face is the astronaut portrait scikit-image ships as ``skimage.data.astronaut()``
+(Eileen Collins, NASA, public domain), shipped here in grey as ``astronaut_grey.png``
+(lossless: exactly ``cv2.cvtColor(astronaut(), COLOR_RGB2GRAY)``), cropped and scaled
+so that the face box (hairline to chin) fills ``face_fraction`` of the frame height.
+Action units (AUs) are local, smooth displacement
 fields (sums of Gaussian bumps placed on hand-picked anchor points) applied with one
 ``cv2.remap``; a blink blends the eye towards a closed-lid image; head movement is a
 global sub-pixel affine applied to the same map, so the AU motion moves with the head.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from importlib import resources
 
 import cv2
 import numpy as np
@@ -484,10 +487,20 @@ def _window(x: np.ndarray, c: float, sigma: float) -> np.ndarray:
     return np.clip(g, 0.0, None).astype(np.float32)
 
 
-def _photograph() -> np.ndarray:
-    from skimage import data  # heavy import, only needed when a renderer is built
+PHOTOGRAPH = "astronaut_grey.png"  # package data of hil.sim, see ASTRONAUT.md
 
-    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+def photograph_u8() -> np.ndarray:
+    """The grey 512x512 portrait, as shipped."""
+    with resources.as_file(resources.files("hil.sim") / PHOTOGRAPH) as path:
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None or img.shape != (512, 512):
+        raise FileNotFoundError(f"hil/sim/{PHOTOGRAPH}: missing or damaged package data")
+    return img
+
+
+def _photograph() -> np.ndarray:
+    return photograph_u8().astype(np.float32)
 
 
 def _crop(img: np.ndarray, x0: float, y0: float, w: float, h: float) -> np.ndarray:

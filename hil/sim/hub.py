@@ -24,11 +24,12 @@ import tempfile
 import threading
 import time
 import tty
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from hil.sim.crystal import Crystal
+from hil.sim.crystal import Crystal, SteppedCrystal
 from hil.sim.physio import CHANNELS, UNITS, PhysioModel
 from hil.sim.scenario import Scenario
 from hil.sim.wire import SYNC, Wire
@@ -78,6 +79,7 @@ class HubEmulator:
         self._overflowed = False
         # faults
         self._corrupt_rate = 0.0
+        self._on_corrupted: Callable[[bytes, bytes], None] | None = None
         self._drop_n = 0
         self._identity = "ok"
         self._answering = True
@@ -118,10 +120,36 @@ class HubEmulator:
         self._thread.start()
 
     # ------------------------------------------------------------ faults
-    def corrupt(self, rate: float) -> None:
-        """Flip each outgoing byte with probability ``rate`` (XOR with a nonzero byte)."""
+    def corrupt(self, rate: float,
+                on_corrupted: Callable[[bytes, bytes], None] | None = None) -> None:
+        """Flip each outgoing byte with probability ``rate`` (XOR with a nonzero byte).
+
+        ``on_corrupted(clean, damaged)`` is called (emulator thread) for every batch of
+        DATA frames that went out damaged, so a test can tell which frames were hit.
+        """
         with self._lock:
             self._corrupt_rate = float(rate)
+            self._on_corrupted = on_corrupted
+
+    def step_clock(self, seconds: float) -> int:
+        """Step the MCU's clock forward by ``seconds`` now; returns the step's host ns.
+
+        The microsecond timestamps jump; the sample pace (sequence numbers) carries on.
+        The crystal becomes a :class:`~hil.sim.crystal.SteppedCrystal` and the sample grid
+        moves with the step, so :meth:`truth` stays exact.
+        """
+        if seconds <= 0:
+            raise ValueError("step_clock: forward steps only")
+        with self._lock:
+            self._sample_and_send()  # what was due before the step keeps its true times
+            old = self.crystal
+            new = SteppedCrystal(ppm=old.ppm, origin_host_ns=old.origin_host_ns,
+                                 origin_device_s=old.origin_device_s, steps=list(old.steps))
+            at = monotonic_ns()
+            new.step(at, seconds)
+            self.crystal = new
+            self._grid_dev_s += seconds
+        return at
 
     def drop_frames(self, n: int) -> None:
         """Lose the next ``n`` DATA frames inside the MCU (the sequence counter still runs)."""
@@ -412,7 +440,10 @@ class HubEmulator:
         hit = np.flatnonzero(self._rng.random(buf.size) < self._corrupt_rate)
         buf[hit] ^= self._rng.integers(1, 256, hit.size, dtype=np.uint8)
         self.bytes_corrupted += int(hit.size)
-        return buf.tobytes()
+        out = buf.tobytes()
+        if self._on_corrupted is not None and hit.size:
+            self._on_corrupted(data, out)
+        return out
 
     def _flush(self) -> None:
         if not self._outbox or self._master < 0:

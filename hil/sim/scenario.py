@@ -36,11 +36,16 @@ Or, instead of listing events, ask for a generated session (see :func:`generate`
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import tomllib
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 EMOTIONS = ("angry", "disgust", "fear", "sad", "happy", "surprise", "tense")
 COMPOSITE = {

@@ -1,0 +1,1 @@
+"""The MMME corpus: readers of its release layout and the importer to rig recordings."""
