@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     ing.add_argument("--worker-id", default="w0",
                      help="fixed per worker: its broker session outlives a restart")
     ing.add_argument("--batch-max", type=int, default=500)
-    ing.add_argument("--batch-wait-ms", type=float, default=50.0)
+    ing.add_argument("--batch-wait-ms", type=float, default=5.0)
     ing.add_argument("--retention-days", type=int, default=365)
     ing.add_argument("--tls", action="store_true")
     ing.add_argument("--ca-file", default="")
