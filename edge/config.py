@@ -56,7 +56,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "id": Key(str),
         "data_dir": Key(str, "recordings"),
         "record": Key(bool, True),
-        "camera_store": Key(str, "lossless", choices=("lossless", "jpeg", "none")),
+        # raw: luma bytes (zstd); lossless: whole frames, face: the face region at full
+        # rate plus whole frames at context_fps, both through a lossless video codec.
+        "camera_store": Key(str, "raw", choices=("raw", "lossless", "face", "jpeg", "none")),
+        "face_crop": Key(float, 0.7, lo=0.1, hi=1.0),  # face crop height / frame height
+        "context_fps": Key(float, 2.0, lo=0.0, hi=1000.0),  # whole frames beside the face
+        # The software codec of the video stores (NVENC is tried first where present).
+        "video_codec": Key(str, "ffv1", choices=("ffv1", "x264")),
+        # Recording stops cleanly with this much left on its file system.
+        "min_free_mb": Key(int, 1024, lo=0, hi=1 << 30),
     },
     "gpio": {
         "backend": Key(str, "auto", choices=("auto", "gpiod", "rpi", "jetson", "sim")),
@@ -105,6 +113,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "features": {
         "mains_hz": Key(int, 50, choices=(50, 60)),
+        # A PPG sensor whose output falls as blood volume rises (some wrist and ear parts).
+        "ppg_inverted": Key(bool, False),
     },
     "mqtt": {
         "enabled": Key(bool, True),

@@ -80,13 +80,18 @@ class Processing:
                  health: Callable[[], dict[str, Any]] | None = None,
                  record_event: Callable[[str, dict[str, Any], int], Any] | None = None,
                  remap: Callable[[SampleBlock], SampleBlock] | None = None,
-                 frame_queue: int = 300) -> None:
+                 frame_queue: int = 300, ppg_inverted: bool = False) -> None:
         self._feature_args = (infos.get("eeg"), infos.get("hub"),
-                              FeatureConfig(mains_hz=float(mains_hz)))
+                              FeatureConfig(mains_hz=float(mains_hz),
+                                            ppg_inverted=ppg_inverted))
         self.features = FeaturePipeline(*self._feature_args)
         self.spotter = Spotter(fps)
         self.outlet = outlet
         self.fusion = fusion
+        # The spotter thread (visual-only probabilities) and the dispatcher (fused result)
+        # both call the interpreter; LiteRT refuses a second invoke while one runs
+        # ("reference to internal data"), which ended a loaded 60-s run.
+        self._fusion_lock = threading.Lock()
         self._health = health
         self._record_event = record_event
         self._remap = remap
@@ -166,7 +171,8 @@ class Processing:
 
         eeg = np.zeros(INPUT_SPEC["eeg"][0][1:], np.float32)
         periph = np.zeros(INPUT_SPEC["periph"][0][1:], np.float32)
-        res = self.fusion.predict(visual, eeg, periph, contributions=False)
+        with self._fusion_lock:
+            res = self.fusion.predict(visual, eeg, periph, contributions=False)
         return {k: round(v, 4) for k, v in res.composite.items()}
 
     # -- periodic, in the dispatcher's thread ----------------------------------------------
@@ -220,6 +226,10 @@ class Processing:
         if self._record_event is not None:
             self._record_event("emotion", body, t1)
 
+    def face_box(self) -> tuple[float, float, float, float] | None:
+        """The face the spotter tracks now (x, y, w, h in frame pixels), or None."""
+        return self.spotter.face_box
+
     def spotter_figures(self) -> dict[str, Any]:
         """Frames the spotter could not keep up with (queue drops) and its per-frame cost."""
         ms = np.asarray(self.spot_ms) if self.spot_ms else np.zeros(1)
@@ -234,7 +244,8 @@ class Processing:
 
         eeg, periph = event_inputs(self.features, p.interval.apex_ns)
         visual = p.visual if p.visual is not None else np.zeros((28, 28, 3), np.float32)
-        res = self.fusion.predict(visual, eeg, periph)
+        with self._fusion_lock:
+            res = self.fusion.predict(visual, eeg, periph)
         return {
             "composite": {k: round(v, 4) for k, v in res.composite.items()},
             "emotions": {k: round(v, 4) for k, v in res.emotion.items()},

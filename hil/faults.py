@@ -100,14 +100,17 @@ class FaultRun:
 
 
 def sim_config(*, eeg: bool = True, hub: bool = True, camera: bool = True,
-               record: bool = False, camera_store: str = "none", **sim: Any) -> Any:
-    """The shipped sim config, every device simulated, with devices switched on or off."""
+               record: bool = False, camera_store: str = "none", min_free_mb: int | None = None,
+               **sim: Any) -> Any:
+    """The shipped sim config, every device simulated, with devices switched on or off
+    (``min_free_mb=0``: no low-space stop, the disk may run full)."""
     from edge import config
 
     cfg = config.load(config.example_path("sim")).with_all_simulated()
     return dataclasses.replace(
         cfg,
-        rig={**cfg.rig, "record": record, "camera_store": camera_store},
+        rig={**cfg.rig, "record": record, "camera_store": camera_store,
+             "min_free_mb": cfg.rig["min_free_mb"] if min_free_mb is None else min_free_mb},
         eeg={**cfg.eeg, "enabled": eeg}, hub={**cfg.hub, "enabled": hub},
         camera={**cfg.camera, "enabled": camera}, sim={**cfg.sim, **sim},
     )

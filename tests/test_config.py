@@ -20,7 +20,7 @@ def _sim_doc() -> dict:
         return tomllib.load(f)
 
 
-@pytest.mark.parametrize("name", ["sim", "pi"])
+@pytest.mark.parametrize("name", ["sim", "sim-vga", "pi"])
 def test_shipped_examples_validate(name: str) -> None:
     cfg = config.load(config.example_path(name))
     assert cfg.rig["id"]

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edge.recording.format import open_recording
 from hil.faults import (
     Fault,
     FaultRun,
@@ -256,7 +257,8 @@ def test_disk_full_shows_in_health_and_acquisition_continues(tmp_path: Path) -> 
         filler.write_bytes(b"\0" * (1024 * 1024 - 96 * 1024))
         free_s = 8.0
         run = run_with_faults(14.0, [Fault(free_s, "free", lambda rig: filler.unlink())],
-                              cfg=sim_config(camera=False, record=True), record_dir=mnt,
+                              cfg=sim_config(camera=False, record=True, min_free_mb=0),
+                              record_dir=mnt,
                               processing=False)
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
@@ -273,6 +275,32 @@ def test_disk_full_shows_in_health_and_acquisition_continues(tmp_path: Path) -> 
         _unaffected(run, name, err, free_s)
     assert ok_again is not None and ok_again - run.fault_times["free"] <= 5.0
     assert run.recorder["write_errors"] >= 1
+
+
+def test_low_space_stops_recording_cleanly_and_acquisition_continues(tmp_path: Path) -> None:
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        # 1 MiB reserve, about 384 KiB above it: a few seconds of EEG and hub.
+        (mnt / "filler").write_bytes(b"\0" * (4 * 1024 * 1024 - 1024 * 1024 - 384 * 1024))
+        run = run_with_faults(10.0, [], cfg=sim_config(camera=False, record=True,
+                                                       min_free_mb=1),
+                              record_dir=mnt, processing=False)
+        free_b = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
+        rec = open_recording(next(mnt.glob("*.mcap")))
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+    stop = run.first(lambda s: s.health["recorder"].startswith("stopped: low disk space"))
+    _report("low_space", run, stopped_s=stop, free_kib=free_b // 1024, recorder=run.recorder)
+    assert stop is not None and run.errors == []
+    assert run.recorder["write_errors"] == 0 and run.recorder["dropped_low_space"] > 0
+    assert free_b >= 512 * 1024  # stopped before the disk was full
+    assert rec.complete and len(rec.streams["eeg"]) > 0  # finished cleanly: footer written
+    for name in ("eeg", "hub"):  # acquisition never noticed
+        _unaffected(run, name, stop, 10.0)
 
 
 # ---------------------------------------------------------------------- (7) clock step

@@ -49,7 +49,7 @@ def _assert_stream_equal(got, info, ks) -> None:
         np.testing.assert_array_equal(have, want, err_msg=f"{info.name}.{f}")
 
 
-def _record_some(path: Path, n_blocks: int = 60, store: str = "lossless") -> Recorder:
+def _record_some(path: Path, n_blocks: int = 60, store: str = "raw") -> Recorder:
     rec = Recorder(path, [child.EEG, child.HUB], camera={"width": 160, "height": 120,
                                                          "store": store})
     for k in range(n_blocks):
@@ -101,7 +101,7 @@ def test_round_trip_is_bit_exact(tmp_path: Path) -> None:
     assert r.status == [{"device": "hub", "t_ns": 66,
                          "state": {"state": "streaming", "battery_pct": 87}}]
     assert r.events[0]["kind"] == "me_spot" and r.events[0]["payload"]["duration_s"] == 0.3
-    assert r.camera == {"width": 160, "height": 120, "store": "lossless"}
+    assert r.camera == {"width": 160, "height": 120, "store": "raw"}
 
 
 def test_a_full_segment_is_finished_and_recording_goes_on_in_the_next(tmp_path: Path) -> None:
@@ -306,7 +306,7 @@ def test_full_tmpfs_sets_status_and_recovers(tmp_path: Path) -> None:
         filler = mnt / "filler"
         filler.write_bytes(b"\0" * (1024 * 1024 - 64 * 1024))
         rec = Recorder(mnt / "rec.mcap", [child.EEG], chunk_period_s=0.05,
-                       retry_period_s=0.1)
+                       retry_period_s=0.1, min_free_bytes=0)  # no low-space stop: fill it
         _assert_disk_full_then_recovered(mnt / "rec.mcap", rec, filler.unlink)
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)

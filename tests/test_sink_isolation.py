@@ -133,3 +133,19 @@ def test_a_software_marker_passes_a_broken_sink_and_the_command_succeeds() -> No
         assert session.runtime.sink_report()["broken_probe"]["failures"] == 1
     finally:
         rig.close()
+
+
+def test_the_session_hands_the_configured_ppg_polarity_to_the_features() -> None:
+    from edge.processing import LocalOutlet
+    from edge.rig import open_rig
+    from edge.runtime import build_session
+
+    cfg = sim_config(eeg=False, camera=False)
+    cfg = dataclasses.replace(cfg, features={**cfg.features, "ppg_inverted": True})
+    rig = open_rig(cfg, duration_s=5)
+    session = build_session(cfg, rig, record=False, outlet=LocalOutlet())
+    try:
+        assert session.processing is not None
+        assert session.processing.features.cfg.ppg_inverted is True
+    finally:
+        session.close()

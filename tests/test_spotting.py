@@ -108,3 +108,21 @@ def test_short_bench_scores_well_above_chance() -> None:
     # Chance: random 0.3-2 s intervals at this density hit IoU >= 0.5 a few % of the time.
     assert m["overall"]["f1"] >= 0.5
     assert len(cost) == round(scen.duration_s * FPS)
+
+
+def test_at_640x480_the_face_is_found_and_the_expression_spotted_as_at_320x240() -> None:
+    """The field rig's size: detection runs on the frame shrunk to ~320 px wide (its cost
+    does not grow) and still finds the face in frame pixels; spotting works on the 128 px
+    crop, so the same expression comes out with the same bounds."""
+    from edge.spotting.face import FaceTracker
+
+    me = ExpressionEvent(1.5, 1.65, 1.85, ("AU6", "AU12"), "happy", intensity=0.9)
+    cam = SimCamera(_quiet(3.0, me), fps=FPS, width=640, height=480)
+    det = FaceTracker(FPS).detect(cam.render(0.5))
+    assert det is not None
+    (x, y, w, h), (tx, ty, tw, th) = det, cam.face_box()
+    inter = max(0, min(x + w, tx + tw) - max(x, tx)) * max(0, min(y + h, ty + th) - max(y, ty))
+    assert inter / (w * h + tw * th - inter) > 0.5  # the box is in frame pixels
+    out, _ = _run(cam, Spotter(FPS))
+    assert len(out) == 1 and out[0].kind == "micro"
+    assert abs(out[0].onset / FPS - 1.5) < 0.1 and abs(out[0].offset / FPS - 1.85) < 0.1

@@ -578,7 +578,7 @@ def _streams(s: _Session, t_ns: dict[str, np.ndarray], opts: ImportOptions,
         w0, h0 = _native_size(s.frames.paths)
         w = min(opts.camera_width, w0) if opts.camera_width > 0 else w0
         h = max(2, round(h0 * w / w0 / 2) * 2)
-        camera_meta = {"store": "lossless", "width": w, "height": h, "fps": opts.fps,
+        camera_meta = {"store": "raw", "width": w, "height": h, "fps": opts.fps,
                        "source": "MMME release frames (XIMEA MQ022CG-CM)",
                        "source_width": w0, "source_height": h0, "scale": round(w / w0, 6),
                        "counter_wrap": s.wrap}

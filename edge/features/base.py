@@ -77,6 +77,8 @@ class Feature:
                        (int(now_ns) - int(t_ns)) / 1e6, ok, reason)
 
 
+ABSURD = 1e100  # no physical value in any unit comes near this
+
 # --- streaming filters ------------------------------------------------------------------
 class OneSecondPieces:
     """A streaming step whose bounded history must hold what its detectors still need:
@@ -109,10 +111,17 @@ class SosStream:
         """Filter ``x`` (n,) or (n, n_channels) along axis 0."""
         if x.shape[0] == 0:
             return x.astype(float)
+        if self.zi is not None and np.abs(self.zi).max() > ABSURD:
+            # The state holds the transient of an absurd sample (e.g. 1e300): it would take
+            # minutes to decay, so start afresh (a fixed bound: no physical signal is near
+            # it, and the outcome cannot depend on how the input was cut into blocks).
+            self.zi = None
         if self.zi is None:
             # Start in steady state at the first value so a DC offset gives no step response.
             self.zi = self._zi_unit[..., None] * x[0] if x.ndim == 2 else self._zi_unit * x[0]
         y, self.zi = signal.sosfilt(self.sos, x, axis=0, zi=self.zi)
+        if not np.isfinite(self.zi).all():
+            self.zi = None  # overflowed (a 1e300 sample): start afresh, not NaN for ever
         return y
 
     def reset(self) -> None:
@@ -154,19 +163,29 @@ def fill_nonfinite(x: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndar
 class Quality:
     """Per-sample quality bits for one or more channels of one stream.
 
-    NaN/inf, saturation (outside ``[lo, hi]``), flat line (a run of at least ``flat_n``
-    samples whose value does not change by more than ``flat_eps``), lead-off (a mask the
-    caller decodes from status bits) and gaps (a jump in the device sample counter; the
-    first sample after the jump carries the bit). The flat-run length is carried across
-    blocks so the verdict does not depend on block size.
+    NaN/inf, saturation (outside ``[lo, hi]``, or clipped: a run of at least ``clip_n``
+    identical values at the highest or lowest value the channel has ever had, which is
+    what an amplifier or ADC at its rail gives whatever its unknown limits), flat line (a
+    run of at least ``flat_n`` samples whose value does not change by more than
+    ``flat_eps``), lead-off (a mask the caller decodes from status bits) and gaps (a jump
+    in the device sample counter; the first sample after the jump carries the bit). Run
+    lengths and extremes are carried across blocks so the verdict does not depend on
+    block size.
     """
 
     def __init__(self, n_channels: int, lo: np.ndarray, hi: np.ndarray, flat_n: np.ndarray,
-                 flat_eps: np.ndarray) -> None:
+                 flat_eps: np.ndarray, clip_n: np.ndarray | None = None) -> None:
         self.lo, self.hi = np.asarray(lo, float), np.asarray(hi, float)
         self.flat_n = np.asarray(flat_n, np.int64)
         self.flat_eps = np.asarray(flat_eps, float)
+        # 0: no clip detection on that channel (slow signals may hold a value at a new high).
+        self.clip_n = np.zeros(n_channels, np.int64) if clip_n is None else \
+            np.asarray(clip_n, np.int64)
         self._run = np.zeros(n_channels, np.int64)  # flat-run length ending at last sample
+        self._same = np.zeros(n_channels, np.int64)  # identical-value run length
+        self._exact = bool((self.flat_eps == 0).all())
+        self._max = np.full(n_channels, -np.inf)
+        self._min = np.full(n_channels, np.inf)
         self._last_x = np.full(n_channels, np.nan)
         self._last_index: int | None = None
 
@@ -195,8 +214,23 @@ class Quality:
         same = np.abs(np.diff(xp, axis=0)) <= self.flat_eps  # NaN compares False
         run = _run_lengths(same, self._run)
         self._run = run[-1]
-        self._last_x = x[-1].copy()
         bad[run >= self.flat_n] |= BAD_FLAT
+        cols = np.flatnonzero(self.clip_n)
+        if cols.size:
+            # Identical-value runs: the flat runs themselves where flat_eps is 0.
+            if self._exact:
+                ident = run[:, cols]
+            else:
+                ident = _run_lengths(np.diff(xp[:, cols], axis=0) == 0, self._same[cols])
+                self._same[cols] = ident[-1]
+            xc = x[:, cols]
+            xf = np.where(finite[:, cols], xc, np.nan)
+            hi = np.fmax.accumulate(np.vstack((self._max[None, cols], xf)), axis=0)[1:]
+            lo = np.fmin.accumulate(np.vstack((self._min[None, cols], xf)), axis=0)[1:]
+            self._max[cols], self._min[cols] = hi[-1], lo[-1]
+            clip = (ident >= self.clip_n[cols]) & ((xc >= hi) | (xc <= lo))
+            bad[:, cols] |= np.where(clip, BAD_SAT, np.uint8(0)).astype(np.uint8)
+        self._last_x = x[-1].copy()
         return bad
 
 

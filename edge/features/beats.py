@@ -65,7 +65,9 @@ class BeatStep(OneSecondPieces):
     def _value(self, pos: int) -> float:
         raise NotImplementedError
 
-    def _refine(self, pos: int) -> tuple[int, float]:
+    def _refine(self, pos: int) -> tuple[int, float] | None:
+        """(row, amplitude) of the beat near candidate ``pos``; None when the rows it
+        needs are no longer held (a search-back beat older than the history)."""
         raise NotImplementedError
 
     def _tick_features(self, t_ns: int, reason: str) -> list[Feature]:
@@ -97,15 +99,16 @@ class BeatStep(OneSecondPieces):
 
     def _candidate(self, p: int) -> list[Feature]:
         _, _, b = self.ring.rows(p - self.pre, p + self.w)
-        if union_bits(b):
-            # Bad data near the candidate: no beat, no interval across it, relearn levels.
+        v = self._value(p)
+        if union_bits(b) or not np.isfinite(v):
+            # Bad data near the candidate (or a value that overflowed): no beat, no interval
+            # across it, relearn levels.
             self.peaks.reset()
             self.peaks.spk = None
             self.beats.break_()
             self._warm_end = p + self.w + self.warm
             self._warm.clear()
             return []
-        v = self._value(p)
         if self.peaks.spk is None:
             if p < self._warm_end:
                 self._warm.append((p, v))
@@ -122,7 +125,10 @@ class BeatStep(OneSecondPieces):
         return out
 
     def _beat(self, pos: int) -> list[Feature]:
-        row, amp = self._refine(pos)
+        found = self._refine(pos)
+        if found is None:
+            return []
+        row, amp = found
         t, _, _ = self.ring.rows(row, row + 1)
         if t.size == 0:
             return []

@@ -3,7 +3,8 @@
 Detection signal: 5-15 Hz band-pass, derivative, square, 150-ms moving integration; a
 candidate is a maximum of that within +-200 ms, decided by adaptive signal/noise levels
 with search-back. The R peak is then placed at the maximum of the 0.5-Hz high-passed ECG
-in the 250 ms before the candidate (the integrator peaks after the R wave).
+in the 250 ms before the candidate (the integrator peaks after the R wave), or at its
+minimum on a lead whose QRS points down (learnt from the beats so far).
 
 Latency: an R peak is reported about 0.35-0.45 s after it happened (integrator and
 band-pass delay ~0.1-0.2 s, plus the 200-ms neighbourhood). Tick features (every 1 s of
@@ -40,6 +41,7 @@ class EcgFeatures(BeatStep):
         self._mwi_zi = np.zeros(n - 1)
         self._d_last = np.zeros(2)
         self.search = round(0.25 * fs)
+        self._polarity = 0.0  # running mean of (max + min) around beats: > 0 QRS points up
         self.hrv_window_ns = int(hrv_window_s * 1e9)
         self.slope_window_ns = int(slope_window_s * 1e9)
 
@@ -56,11 +58,17 @@ class EcgFeatures(BeatStep):
         _, x, _ = self.ring.rows(pos, pos + 1)
         return float(x[0, 1])
 
-    def _refine(self, pos: int) -> tuple[int, float]:
+    def _refine(self, pos: int) -> tuple[int, float] | None:
         a = pos - self.search
         _, x, _ = self.ring.rows(a, pos + 1)
+        if x.shape[0] == 0:
+            return None
         base = max(a, self.ring.total - self.ring.n)
-        i = int(np.argmax(x[:, 0]))
+        hi, lo = float(x[:, 0].max()), float(x[:, 0].min())
+        # QRS polarity learnt over beats: leads whose QRS points down (QS complexes, aVR,
+        # some chest leads) place the beat at the deepest point, not on a T wave.
+        self._polarity = 0.9 * self._polarity + 0.1 * (hi + lo)
+        i = int(np.argmax(x[:, 0])) if self._polarity >= 0 else int(np.argmin(x[:, 0]))
         return base + i, float(x[i, 0])
 
     def _tick_features(self, t_ns: int, reason: str) -> list[Feature]:

@@ -43,6 +43,8 @@ DEFAULT_LIMITS: dict[str, tuple[float, float]] = {
 DEFAULT_FLAT_S: dict[str, float] = {
     "eeg": 0.5, "ecg": 1.0, "ppg": 1.0, "rsp": 5.0, "eda": 10.0, "skt": 60.0,
 }
+# Clipping: this long at the channel's extreme without the value changing (Quality).
+DEFAULT_CLIP_S: dict[str, float] = {"ecg": 0.05, "ppg": 0.1, "rsp": 0.2}
 DECIMATE_TO_HZ: dict[str, float] = {"ppg": 200.0, "rsp": 25.0, "eda": 25.0, "skt": 10.0}
 HUB_CHANNELS = ("ecg", "ppg", "rsp", "eda", "skt")
 
@@ -53,11 +55,13 @@ Step = EcgFeatures | PpgFeatures | RspFeatures | EdaFeatures | SktFeatures
 @dataclass(frozen=True)
 class FeatureConfig:
     mains_hz: float = 50.0  # 50 or 60
+    ppg_inverted: bool = False  # the PPG sensor's output falls as blood volume rises
     eeg_frontal: tuple[str, ...] | None = None  # default: Fp*, AF*, F7/F8/F3/F4/Fz
     eeg_adc_bits: int | None = 24  # raw at the rail of this two's complement width: saturated
     hub_adc_bits: int | None = None
     limits: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     flat_s: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FLAT_S))
+    clip_s: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CLIP_S))
     hrv_window_s: float = 30.0
     scr_window_s: tuple[float, float] = (1.0, 5.0)
     scr_amp_min_us: float = 0.02
@@ -138,8 +142,10 @@ class FeaturePipeline:
     def _make_quality(self, info: StreamInfo, kinds: list[str]) -> Quality:
         lim = [self.cfg.limits.get(k, (-INF, INF)) for k in kinds]
         flat = [max(int(self.cfg.flat_s.get(k, 1e9) * info.fs_hz), 1) for k in kinds]
+        clip = [max(int(self.cfg.clip_s[k] * info.fs_hz), 2) if k in self.cfg.clip_s else 0
+                for k in kinds]
         return Quality(len(kinds), np.array([a for a, _ in lim]), np.array([b for _, b in lim]),
-                       np.array(flat), np.zeros(len(kinds)))
+                       np.array(flat), np.zeros(len(kinds)), np.array(clip))
 
     # --- streaming ----------------------------------------------------------------------------
     def update(self, block: SampleBlock, lead_off: np.ndarray | None = None) -> list[Feature]:
@@ -331,7 +337,7 @@ def _make_step(kind: str, fs: float, unit: str, cfg: FeatureConfig) -> Step:
     if kind == "ecg":
         return EcgFeatures(fs, unit, cfg.hrv_window_s)
     if kind == "ppg":
-        return PpgFeatures(fs, unit)
+        return PpgFeatures(fs, unit, inverted=cfg.ppg_inverted)
     if kind == "rsp":
         return RspFeatures(fs, unit)
     if kind == "eda":

@@ -16,6 +16,10 @@ Layout (``sub``/``ses``/``task`` labels are arguments)::
     sub-01/ses-01/eeg/sub-01_ses-01_task-mmme_recording-hub_channels.tsv
     sub-01/ses-01/video/sub-01_ses-01_task-mmme_video/000000.png  (lossless)
     sub-01/ses-01/video/sub-01_ses-01_task-mmme_frames.tsv   seq, t_ns, trigger, onset
+    sub-01/ses-01/video/sub-01_ses-01_task-mmme_face/000000.png   store "face": the face
+    sub-01/ses-01/video/sub-01_ses-01_task-mmme_face.tsv     regions, with x, y, w, h
+                                                             (the _video/ frames are then
+                                                             the context frames)
 
 Streams keep separate files (each has its own device clock and rate). Samples sit at
 ``index - first_index``, so a dropped run becomes zeros plus a "gap" annotation and
@@ -38,10 +42,12 @@ from typing import Any
 import numpy as np
 
 from edge.recording.format import (
+    FACE_TOPIC,
     Recording,
     RecordingError,
     StreamData,
     iter_frames,
+    iter_video,
     open_recording,
 )
 
@@ -264,6 +270,29 @@ def _export_video(rec_path: Path, video_dir: Path, stem: str, tl: Timeline | Non
     return len(rows)
 
 
+def _export_faces(rec_path: Path, video_dir: Path, stem: str, tl: Timeline | None,
+                  fs: float) -> int:
+    """Face regions (store ``face``) as PNGs, their place in the frame in the TSV."""
+    import cv2
+
+    face_dir = video_dir / f"{stem}_face"
+    face_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for img in iter_video(rec_path, FACE_TOPIC):
+        hd = img.header
+        name = f"{len(rows):06d}.png"
+        if not cv2.imwrite(str(face_dir / name), img.luma, [cv2.IMWRITE_PNG_COMPRESSION, 3]):
+            raise OSError(f"cannot write {face_dir / name}")
+        onset = f"{float(tl.position(hd.t_ns)) / fs:.6f}" if tl is not None else "n/a"
+        rows.append({"seq": hd.seq, "t_ns": hd.t_ns, "trigger": hd.trigger, "onset": onset,
+                     "x": hd.x, "y": hd.y, "width": hd.width, "height": hd.height,
+                     "tracked": int(hd.tracked), "file": f"{face_dir.name}/{name}"})
+    _write_tsv(video_dir / f"{stem}_face.tsv", rows,
+               ["seq", "t_ns", "trigger", "onset", "x", "y", "width", "height", "tracked",
+                "file"])
+    return len(rows)
+
+
 def export(rec_path: str | Path, out_dir: str | Path, subject: str = "01",
            session: str = "01", task: str = "mmme", video: bool = True) -> dict[str, Any]:
     """Write the BIDS-like export; returns what was written (paths, counts)."""
@@ -272,7 +301,7 @@ def export(rec_path: str | Path, out_dir: str | Path, subject: str = "01",
     stem = f"sub-{subject}_ses-{session}_task-{task}"
     eeg_dir = out / f"sub-{subject}" / f"ses-{session}" / "eeg"
     eeg_dir.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Any] = {"files": [], "streams": {}, "frames": 0}
+    written: dict[str, Any] = {"files": [], "streams": {}, "frames": 0, "faces": 0}
     ref: tuple[Timeline, float] | None = None
     events: list[tuple[float, float, str, str, int]] = []
     # The eeg stream (else the first) is the reference time line for events.tsv.
@@ -308,6 +337,8 @@ def export(rec_path: str | Path, out_dir: str | Path, subject: str = "01",
         vdir = out / f"sub-{subject}" / f"ses-{session}" / "video"
         tl, fs = ref if ref is not None else (None, 1.0)
         written["frames"] = _export_video(rec_path, vdir, stem, tl, fs)
+        if rec.face_boxes.size:
+            written["faces"] = _export_faces(rec_path, vdir, stem, tl, fs)
     desc = {"Name": f"mmme-edge recording {rec_path.name}", "BIDSVersion": "1.9.0",
             "DatasetType": "raw", "GeneratedBy": [{"Name": "mmme-edge export"}]}
     (out / "dataset_description.json").write_text(json.dumps(desc, indent=2) + "\n")
@@ -340,7 +371,8 @@ def export_main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     streams = ", ".join(f"{k} {v['samples']} samples" for k, v in res["streams"].items())
-    print(f"exported {streams}; {res['frames']} frames -> {args.out}")
+    faces = f", {res['faces']} face regions" if res["faces"] else ""
+    print(f"exported {streams}; {res['frames']} frames{faces} -> {args.out}")
     for prob in res["problems"]:
         print(f"note: {prob}")
     return 0

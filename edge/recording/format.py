@@ -21,8 +21,13 @@ and the foxglove / ``mcap`` CLI tooling can list, check and recover files.
 Channels (one MCAP channel each; ``sequence`` counts per channel across segments)
 - ``/stream/<name>``: one message per SampleBlock, binary ``mmme-block-v1`` (below); the
   StreamInfo is the channel's ``stream_info`` metadata and the schema data.
-- ``/camera``: one message per Frame, binary ``mmme-frame-v1``; raw luma bytes (lossless,
-  zstd-compressed with the chunk), PNG (lossless) or JPEG (lossy) as the config chooses.
+- ``/camera``: one message per Frame. Store ``raw``: binary ``mmme-frame-v1``, raw luma
+  bytes (lossless, zstd-compressed with the chunk; PNG or JPEG where configured). Store
+  ``lossless``: binary ``mmme-video-v1``, every whole frame through a lossless video codec.
+- ``/camera/face`` (store ``face``): ``mmme-video-v1``, the face region of every frame,
+  lossless, a fixed-size crop whose place in the frame is in each message; and
+  ``/camera/context``: ``mmme-video-v1``, whole frames at a low rate (``rig.context_fps``).
+  In ``face`` mode ``/camera/face`` is the full-rate camera stream (frame counter, gaps).
 - ``/markers``, ``/clock``, ``/status``, ``/events``: JSON objects. An event of kind
   ``ground_truth`` is a coded interval (``onset_ns``, ``apex_ns``, ``offset_ns``,
   ``emotion``, ``kind`` ...), as ``mmme-edge import-mmme`` writes from a coding file.
@@ -34,6 +39,19 @@ status uint32[n], trigger uint8[n]. Physical values are ``raw * scale + offset``
 
 ``mmme-frame-v1``: a 28-byte header ``<4sBBBBqqHH`` (b"MMF1", version 1, codec 0 raw /
 1 png / 2 jpeg, trigger, reserved, seq, t_ns, height, width), then the image bytes.
+
+``mmme-video-v1``: a 38-byte header ``<4sBBBBqqHHHHHHH`` (b"MMV1", version 1, codec
+1 FFV1 / 2 H.264 / 3 HEVC, flags (bit 0 keyframe, bit 1 the face box came from the
+tracker), trigger, seq, t_ns, frame height, frame width, x, y, height, width of the
+region this image is (the whole frame: 0, 0, frame height, frame width), n = length of
+the codec's extradata), then n bytes of extradata (on keyframes), then one packet of the
+codec's bitstream. Every keyframe message is self-contained; FFV1 is written with every
+frame a keyframe, so each message decodes alone. Inter codecs (x264 lossless, NVENC) put
+a keyframe at least every 0.5 s: a reader decodes a topic in order from its last
+keyframe, and after a gap in the channel's message sequence (a damaged chunk) waits for
+the next one. Why not
+Foxglove's ``CompressedVideo``: its formats are h264/h265/vp9/av1 (no FFV1), and it has
+no place for the frame counter, trigger or the face region's position.
 
 A recording is one file, plus ``<stem>.segNNN<suffix>`` files when the recorder had to
 reopen after a write error or a segment reached its size limit; the reader joins them
@@ -63,9 +81,12 @@ META_NAME = "mmme.recording"
 
 BLOCK_ENCODING = "mmme-block-v1"
 FRAME_ENCODING = "mmme-frame-v1"
+VIDEO_ENCODING = "mmme-video-v1"
 JSON_ENCODING = "json"
 
 CAMERA_TOPIC = "/camera"
+FACE_TOPIC = "/camera/face"
+CONTEXT_TOPIC = "/camera/context"
 MARKERS_TOPIC = "/markers"
 CLOCK_TOPIC = "/clock"
 STATUS_TOPIC = "/status"
@@ -77,8 +98,13 @@ _BLOCK_MAGIC = b"MMB1"
 _FRAME_HEADER = struct.Struct("<4sBBBBqqHH")
 _FRAME_MAGIC = b"MMF1"
 
+_VIDEO_HEADER = struct.Struct("<4sBBBBqqHHHHHHH")
+_VIDEO_MAGIC = b"MMV1"
+
 CODEC_RAW, CODEC_PNG, CODEC_JPEG = 0, 1, 2
-CODECS = {"lossless": CODEC_RAW, "raw": CODEC_RAW, "png": CODEC_PNG, "jpeg": CODEC_JPEG}
+CODECS = {"raw": CODEC_RAW, "png": CODEC_PNG, "jpeg": CODEC_JPEG}
+VIDEO_STORES = ("lossless", "face")  # through a lossless video codec (edge.recording.video)
+VIDEO_FFV1, VIDEO_H264, VIDEO_HEVC = 1, 2, 3
 
 
 class RecordingError(ValueError):
@@ -117,6 +143,12 @@ def block_schema(info: StreamInfo) -> bytes:
 FRAME_SCHEMA = json.dumps({
     "layout": "header <4sBBBBqqHH (magic, version, codec 0 raw/1 png/2 jpeg, trigger, "
               "reserved, seq, t_ns, height, width) then image bytes",
+}).encode()
+
+VIDEO_SCHEMA = json.dumps({
+    "layout": "header <4sBBBBqqHHHHHHH (magic MMV1, version, codec 1 ffv1/2 h264/3 hevc, "
+              "flags bit0 keyframe bit1 tracked, trigger, seq, t_ns, frame height, frame "
+              "width, x, y, height, width, extradata length) then extradata then one packet",
 }).encode()
 
 JSON_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -252,6 +284,129 @@ def decode_frame(data: bytes) -> Frame:
     return Frame(seq=hd.seq, t_ns=hd.t_ns, luma=luma, trigger=hd.trigger)
 
 
+@dataclass(frozen=True)
+class VideoHeader:
+    """One encoded image: which frame, which region of it, which codec."""
+
+    seq: int
+    t_ns: int
+    trigger: int
+    codec: int
+    keyframe: bool
+    tracked: bool
+    frame_height: int
+    frame_width: int
+    x: int
+    y: int
+    height: int
+    width: int
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        """x, y, width, height of the region in frame pixels."""
+        return self.x, self.y, self.width, self.height
+
+
+@dataclass(frozen=True)
+class VideoImage:
+    """A decoded image of a video topic: a whole frame or the face region of one."""
+
+    header: VideoHeader
+    luma: np.ndarray  # (height, width) uint8
+
+    def as_frame(self) -> Frame:
+        hd = self.header
+        return Frame(seq=hd.seq, t_ns=hd.t_ns, luma=self.luma, trigger=hd.trigger)
+
+
+def encode_video(hd: VideoHeader, packet: bytes, extradata: bytes = b"") -> bytes:
+    flags = (1 if hd.keyframe else 0) | (2 if hd.tracked else 0)
+    head = _VIDEO_HEADER.pack(_VIDEO_MAGIC, FORMAT_VERSION, hd.codec, flags, hd.trigger & 0xFF,
+                              hd.seq, hd.t_ns, hd.frame_height, hd.frame_width, hd.x, hd.y,
+                              hd.height, hd.width, len(extradata))
+    return b"".join((head, extradata, packet))
+
+
+def decode_video(data: bytes) -> tuple[VideoHeader, bytes, memoryview]:
+    """Header, extradata (empty unless a keyframe carries it) and the codec packet."""
+    (magic, version, codec, flags, trigger, seq, t_ns, fh, fw, x, y, h, w,
+     n_extra) = _VIDEO_HEADER.unpack_from(data, 0)
+    if magic != _VIDEO_MAGIC or version != FORMAT_VERSION:
+        raise ValueError(f"not a video message (magic {magic!r}, version {version})")
+    if x + w > fw or y + h > fh or len(data) < _VIDEO_HEADER.size + n_extra:
+        raise ValueError(f"video message {seq}: region or length does not fit")
+    hd = VideoHeader(seq, t_ns, trigger, codec, bool(flags & 1), bool(flags & 2), fh, fw,
+                     x, y, h, w)
+    off = _VIDEO_HEADER.size
+    return hd, bytes(data[off:off + n_extra]), memoryview(data)[off + n_extra:]
+
+
+class VideoTopicDecoder:
+    """Decodes one video topic in recorded order. A message that cannot be decoded (a
+    damaged or missing keyframe before it) is counted in ``bad`` and skipped up to the
+    next keyframe; the decoder is rebuilt when a keyframe brings new parameters.
+
+    ``sequence`` is the MCAP channel's message sequence (contiguous per topic): a jump
+    means messages are missing (a damaged chunk skipped), so an inter codec's frames up
+    to the next keyframe would decode against the wrong reference and are skipped."""
+
+    def __init__(self) -> None:
+        self._dec: Any = None
+        self._extradata = b""
+        self._waiting: dict[int, VideoHeader] = {}
+        self._need_key = True
+        self._last_sequence: int | None = None
+        self.bad = 0
+
+    def decode(self, data: bytes, sequence: int | None = None) -> list[VideoImage]:
+        from edge.recording.video import VideoDecoder  # PyAV only for video recordings
+
+        hd, extradata, packet = decode_video(data)
+        if (sequence is not None and self._last_sequence is not None
+                and sequence != self._last_sequence + 1):
+            self._need_key = True
+        if sequence is not None:
+            self._last_sequence = sequence
+        if hd.keyframe:
+            extradata = extradata or self._extradata
+            key = (hd.codec, hd.width, hd.height, extradata)
+            if self._dec is None or self._dec.key != key:
+                self._dec = VideoDecoder(hd, extradata)
+                self._waiting.clear()
+            self._extradata = extradata
+            self._need_key = False
+        elif self._need_key or self._dec is None:
+            self.bad += 1
+            return []
+        self._waiting[hd.seq] = hd
+        try:
+            out = self._dec.decode(hd, packet)
+        except Exception:  # a damaged packet: wait for the next keyframe
+            self.bad += 1
+            self._waiting.pop(hd.seq, None)
+            self._need_key = True
+            return []
+        return self._images(out)
+
+    def flush(self) -> list[VideoImage]:
+        if self._dec is None:
+            return []
+        try:
+            return self._images(self._dec.flush())
+        except Exception:
+            return []
+
+    def _images(self, out: list[tuple[int, np.ndarray]]) -> list[VideoImage]:
+        imgs = []
+        for pts, luma in out:
+            hd = self._waiting.pop(pts, None)
+            if hd is not None and luma.shape == (hd.height, hd.width):
+                imgs.append(VideoImage(hd, luma))
+            elif hd is not None:
+                self.bad += 1
+        return imgs
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
@@ -316,6 +471,12 @@ class Recording:
     events: list[dict[str, Any]]
     bad_messages: int = 0
     problems: list[str] = field(default_factory=list)
+    # Store "face": the decoded face regions (their headers hold each region's box) and
+    # the whole frames kept at the context rate. frame_seq / frame_t_ns above are then
+    # the face stream's (the full-rate one).
+    faces: list[VideoImage] | None = None
+    context: list[Frame] | None = None
+    face_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))
 
     @property
     def complete(self) -> bool:
@@ -421,14 +582,35 @@ def iter_messages(path: str | Path, reports: list[SegmentReport] | None = None,
         raise RecordingError(f"{path}: no readable segment ({reports[0].stop_reason})")
 
 
-def iter_frames(path: str | Path) -> Iterator[Frame]:
-    """Camera frames one at a time (a long session does not fit in memory)."""
+def iter_video(path: str | Path, topic: str) -> Iterator[VideoImage]:
+    """Decoded images of one ``mmme-video-v1`` topic, in recorded order."""
+    dec = VideoTopicDecoder()
     for m in iter_messages(path):
-        if m.topic == CAMERA_TOPIC:
+        if m.topic == topic and m.channel.message_encoding == VIDEO_ENCODING:
             try:
-                yield decode_frame(m.message.data)
+                yield from dec.decode(m.message.data, m.message.sequence)
             except ValueError:
                 continue
+    yield from dec.flush()
+
+
+def iter_frames(path: str | Path) -> Iterator[Frame]:
+    """Whole camera frames one at a time (a long session does not fit in memory): the
+    ``/camera`` topic, raw or lossless video; in ``face`` mode, the context frames."""
+    dec = VideoTopicDecoder()
+    for m in iter_messages(path):
+        if m.topic not in (CAMERA_TOPIC, CONTEXT_TOPIC):
+            continue
+        try:
+            if m.channel.message_encoding == VIDEO_ENCODING:
+                for img in dec.decode(m.message.data, m.message.sequence):
+                    yield img.as_frame()
+            else:
+                yield decode_frame(m.message.data)
+        except ValueError:
+            continue
+    for img in dec.flush():
+        yield img.as_frame()
 
 
 def _cat(parts: list[np.ndarray], dtype: str, shape_tail: tuple[int, ...] = ()) -> np.ndarray:
@@ -456,6 +638,10 @@ def open_recording(path: str | Path, frames: bool = True) -> Recording:
     frame_list: list[Frame] = []
     markers: list[Marker] = []
     dicts: dict[str, list[dict[str, Any]]] = {t: [] for t in JSON_TOPICS}
+    decoders = {t: VideoTopicDecoder() for t in (CAMERA_TOPIC, FACE_TOPIC, CONTEXT_TOPIC)}
+    faces: list[VideoImage] = []
+    context: list[Frame] = []
+    boxes: list[tuple[int, int, int, int]] = []
     bad = 0
     for m in iter_messages(path, reports, meta):
         data = m.message.data
@@ -470,6 +656,22 @@ def open_recording(path: str | Path, frames: bool = True) -> Recording:
                 p = parts[name]
                 for k in p:
                     p[k].append(getattr(b, k))
+            elif m.channel.message_encoding == VIDEO_ENCODING:
+                vh = decode_video(data)[0]
+                if m.topic in (CAMERA_TOPIC, FACE_TOPIC):  # the full-rate stream
+                    fseq.append(vh.seq)
+                    ft.append(vh.t_ns)
+                    ftrig.append(vh.trigger)
+                if m.topic == FACE_TOPIC:
+                    boxes.append(vh.box)
+                if frames and m.topic in decoders:
+                    imgs = decoders[m.topic].decode(data, m.message.sequence)
+                    if m.topic == CAMERA_TOPIC:
+                        frame_list += [i.as_frame() for i in imgs]
+                    elif m.topic == FACE_TOPIC:
+                        faces += imgs
+                    else:
+                        context += [i.as_frame() for i in imgs]
             elif m.topic == CAMERA_TOPIC:
                 hd = decode_frame_header(data)
                 fseq.append(hd.seq)
@@ -485,6 +687,11 @@ def open_recording(path: str | Path, frames: bool = True) -> Recording:
                     dicts[m.topic].append(obj)
         except (ValueError, KeyError, TypeError):
             bad += 1
+    if frames:
+        frame_list += [i.as_frame() for i in decoders[CAMERA_TOPIC].flush()]
+        faces += decoders[FACE_TOPIC].flush()
+        context += [i.as_frame() for i in decoders[CONTEXT_TOPIC].flush()]
+    bad += sum(d.bad for d in decoders.values())
     # Streams declared in the metadata but with no intact block still appear, empty.
     for text in json.loads(meta.get("streams", "[]")):
         info = stream_info_from_json(json.dumps(text))
@@ -513,12 +720,16 @@ def open_recording(path: str | Path, frames: bool = True) -> Recording:
         frames=frame_list if frames else None, markers=markers,
         clock=dicts[CLOCK_TOPIC], status=dicts[STATUS_TOPIC], events=dicts[EVENTS_TOPIC],
         bad_messages=bad, problems=problems,
+        faces=faces if frames else None, context=context if frames else None,
+        face_boxes=np.asarray(boxes, np.int64).reshape(-1, 4),
     )
 
 
 __all__ = [
-    "BLOCK_ENCODING", "CAMERA_TOPIC", "CLOCK_TOPIC", "EVENTS_TOPIC", "FRAME_ENCODING",
-    "MARKERS_TOPIC", "STATUS_TOPIC", "Recording", "RecordingError", "SegmentReport",
-    "StreamData", "decode_block", "decode_frame", "encode_block", "encode_frame",
-    "iter_frames", "iter_messages", "open_recording", "segment_path", "segment_paths",
+    "BLOCK_ENCODING", "CAMERA_TOPIC", "CLOCK_TOPIC", "CONTEXT_TOPIC", "EVENTS_TOPIC",
+    "FACE_TOPIC", "FRAME_ENCODING", "MARKERS_TOPIC", "STATUS_TOPIC", "VIDEO_ENCODING",
+    "Recording", "RecordingError", "SegmentReport", "StreamData", "VideoHeader",
+    "VideoImage", "VideoTopicDecoder", "decode_block", "decode_frame", "decode_video",
+    "encode_block", "encode_frame", "encode_video", "iter_frames", "iter_messages",
+    "iter_video", "open_recording", "segment_path", "segment_paths",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from typing import Any
 
@@ -51,7 +52,8 @@ def _stream_info(s: StreamData) -> dict[str, Any]:
 
 def _camera_info(rec: Recording) -> dict[str, Any]:
     seq, t = rec.frame_seq, rec.frame_t_ns
-    d: dict[str, Any] = {"config": rec.camera, "frames": int(seq.size)}
+    d: dict[str, Any] = {"config": rec.camera, "frames": int(seq.size),
+                         "store": (rec.camera or {}).get("store", "raw")}
     if seq.size:
         gaps = _gaps(seq, t)
         span = (t[-1] - t[0]) / 1e9
@@ -59,6 +61,27 @@ def _camera_info(rec: Recording) -> dict[str, Any]:
                   "fps": round((seq.size - 1) / span, 3) if span > 0 else None,
                   "gaps": gaps, "missing_frames": int(sum(max(g["missing"], 0) for g in gaps))})
     return d
+
+
+def _storage(rec: Recording) -> dict[str, Any]:
+    """What the recording costs on disk per second and per hour, and how many hours of
+    it the free space where it lies still holds."""
+    size = sum(r.path.stat().st_size for r in rec.segments if r.path.exists())
+    spans = [(int(s.host_t_ns[0]), int(s.host_t_ns[-1])) for s in rec.streams.values()
+             if len(s)]
+    if rec.frame_t_ns.size:
+        spans.append((int(rec.frame_t_ns[0]), int(rec.frame_t_ns[-1])))
+    dur = (max(b for _, b in spans) - min(a for a, _ in spans)) / 1e9 if spans else 0.0
+    rate = size / dur if dur > 0 else None
+    try:
+        free = shutil.disk_usage(rec.path.resolve().parent).free
+    except OSError:
+        free = None
+    return {"bytes": size, "duration_s": round(dur, 3),
+            "bytes_per_s": None if rate is None else round(rate, 1),
+            "gb_per_hour": None if rate is None else round(rate * 3600 / 1e9, 2),
+            "disk_free_gb": None if free is None else round(free / 1e9, 2),
+            "hours_left": None if rate is None or free is None else round(free / rate / 3600, 2)}
 
 
 def info(rec_path: str) -> dict[str, Any]:
@@ -73,6 +96,7 @@ def info(rec_path: str) -> dict[str, Any]:
         "problems": rec.problems,
         "streams": {name: _stream_info(s) for name, s in rec.streams.items()},
         "camera": _camera_info(rec),
+        "storage": _storage(rec),
         "markers": [{"code": m.code, "t_ns": m.t_ns} for m in rec.markers],
         "events": len(rec.events),
         "clock_updates": len(rec.clock),
@@ -95,9 +119,15 @@ def format_info(d: dict[str, Any]) -> str:
             lines.append(f"    ... {len(s['gaps']) - MAX_LISTED} more gaps")
     cam = d["camera"]
     if cam["frames"]:
-        lines.append(f"  camera: {cam['frames']} frames, {cam['duration_s']:.3f} s, "
+        lines.append(f"  camera ({cam['store']}): {cam['frames']} frames, "
+                     f"{cam['duration_s']:.3f} s, "
                      f"{cam['fps']} fps, {len(cam['gaps'])} gaps "
                      f"({cam['missing_frames']} frames missing)")
+    st = d["storage"]
+    if st["bytes_per_s"]:
+        lines.append(f"  storage: {st['bytes'] / 1e6:.1f} MB over {st['duration_s']:.1f} s = "
+                     f"{st['bytes_per_s'] / 1e6:.2f} MB/s ({st['gb_per_hour']} GB/h); "
+                     f"{st['disk_free_gb']} GB free here: {st['hours_left']} h more at this rate")
     lines.append(f"  markers: {len(d['markers'])}"
                  + "".join(f"\n    {m['code']} at t_ns {m['t_ns']}"
                            for m in d["markers"][:MAX_LISTED]))

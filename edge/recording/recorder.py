@@ -11,6 +11,17 @@ the file (its intact chunks stay readable), keeps the unwritten messages (bounde
 in a new segment file ``<stem>.segNNN<suffix>``. The arrays handed over must not be
 modified afterwards (drivers build fresh arrays per block).
 
+Camera frames go one of three ways (``camera["store"]``, written into the metadata):
+``raw`` (today's: luma bytes, zstd with the chunk), ``lossless`` (whole frames) or
+``face`` (face region at full rate, whole frames at ``context_fps``) through a lossless
+video codec in the encoder's own thread (``edge.recording.video.CameraEncoder``), which
+drops and counts frames when it falls behind and hands encoded messages to this queue.
+
+Low space: before each chunk the free space of the recording's file system is read;
+when writing the chunk would leave less than ``min_free_bytes``, the segment is finished
+cleanly (summary, footer, fsync), ``status`` says why, and everything after is counted
+in ``dropped_low_space``. Acquisition and the spotter go on.
+
 A segment that reaches ``max_segment_bytes`` (2 GiB: under FAT32's 4 GiB file limit)
 is finished (summary, footer, fsync) and the next chunk starts a new one. That also
 bounds the writer's in-memory chunk index, which otherwise grows for the whole session.
@@ -21,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import threading
 import time
 from collections import deque
@@ -36,7 +48,9 @@ from edge.recording.format import (
     CAMERA_TOPIC,
     CLOCK_TOPIC,
     CODECS,
+    CONTEXT_TOPIC,
     EVENTS_TOPIC,
+    FACE_TOPIC,
     FORMAT_VERSION,
     FRAME_ENCODING,
     FRAME_SCHEMA,
@@ -47,6 +61,9 @@ from edge.recording.format import (
     META_NAME,
     PROFILE,
     STATUS_TOPIC,
+    VIDEO_ENCODING,
+    VIDEO_SCHEMA,
+    VIDEO_STORES,
     Recording,
     block_schema,
     encode_block,
@@ -61,6 +78,12 @@ from edge.recording.mcap_io import NO_AUTO_CHUNK, ZSTD_LEVEL, open_writer
 from sensors.blocks import Frame, Marker, SampleBlock, StreamInfo, monotonic_ns
 
 Opener = Callable[[Path], IO[bytes]]
+FreeBytes = Callable[[Path], int]  # free bytes of the file system holding a directory
+MIN_FREE_BYTES = 1 << 30  # stop recording with 1 GiB left: the OS, logs, outbox need some
+
+
+def disk_free_bytes(directory: Path) -> int:
+    return int(shutil.disk_usage(directory).free)
 
 
 @dataclass
@@ -80,6 +103,7 @@ class RecorderCounters:
     dropped_unknown: int = 0  # block for a stream not declared at open
     dropped_samples: dict[str, int] = field(default_factory=dict)
     dropped_frames: int = 0
+    dropped_low_space: int = 0  # after the low-space stop
     queue_high_water: int = 0
     busy_s: float = 0.0  # writer time spent encoding and writing
 
@@ -130,6 +154,8 @@ def _item_weight(obj: Any) -> int:
         return int(obj.raw.nbytes + 29 * len(obj))
     if isinstance(obj, Frame):
         return int(obj.luma.nbytes)
+    if isinstance(obj, tuple) and isinstance(obj[0], bytes):
+        return len(obj[0])
     return 256
 
 
@@ -150,15 +176,25 @@ class Recorder:
         retry_period_s: float = 2.0,
         opener: Opener | None = None,
         compression: str = "zstd",
+        face_box: Callable[[], Any] | None = None,
+        min_free_bytes: int = MIN_FREE_BYTES,
+        free_bytes: FreeBytes | None = None,
         clock_origin: tuple[int, int] | None = None,
     ) -> None:
         self.path = Path(path)
         self.streams = {s.name: s for s in streams}
         self.camera = dict(camera) if camera else None
-        store = str((self.camera or {}).get("store", "lossless"))
-        if store not in CODECS:
-            raise ValueError(f"camera store {store!r}: use one of {sorted(CODECS)}")
-        self._codec = CODECS[store]
+        store = str((self.camera or {}).get("store", "raw"))
+        if store not in CODECS and store not in VIDEO_STORES:
+            raise ValueError(f"camera store {store!r}: use one of "
+                             f"{sorted([*CODECS, *VIDEO_STORES])}")
+        self._store = store
+        self._codec = CODECS.get(store, 0)
+        candidates: Any = None
+        if store in VIDEO_STORES:
+            from edge.recording.video import candidates_for
+
+            candidates = candidates_for(str((self.camera or {}).get("codec", "ffv1")))
         self._jpeg_quality = int((self.camera or {}).get("jpeg_quality", 90))
         self.chunk_period_s = float(chunk_period_s)
         self._queue_limit = int(queue_limit)
@@ -172,6 +208,11 @@ class Recorder:
                              "none": CompressionType.NONE}[compression]
         self.counters = RecorderCounters()
         self.status = "ok"
+        self._min_free_bytes = int(min_free_bytes)
+        self._free_bytes = free_bytes or disk_free_bytes
+        self._stopped_low_space = False
+        self.free_bytes_last: int | None = None
+        self._rate_window: deque[tuple[int, int]] = deque(maxlen=41)  # (t_ns, written)
         self.segments: list[Path] = []
         # (wall ns, host ns) of one instant; an importer passes the session's own.
         self._wall_start_ns, self._mono_start_ns = clock_origin or (time.time_ns(),
@@ -200,6 +241,16 @@ class Recorder:
         self._open_segment()
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
+        self.video: Any = None
+        if store in VIDEO_STORES:
+            from edge.recording.video import CameraEncoder
+
+            cam = self.camera or {}
+            self.video = CameraEncoder(
+                store, float(cam.get("fps", 30.0)), self._put_encoded, topic=CAMERA_TOPIC,
+                face_topic=FACE_TOPIC, context_topic=CONTEXT_TOPIC, face_box=face_box,
+                face_crop=float(cam.get("face_crop", 0.7)),
+                context_fps=float(cam.get("context_fps", 2.0)), candidates=candidates)
 
     # ------------------------------------------------------------ producer side
 
@@ -211,7 +262,18 @@ class Recorder:
         return self._put("block", stream_topic(block.stream), block)
 
     def write_frame(self, frame: Frame) -> bool:
+        if self.video is not None:
+            if self._stopped_low_space or self._closing:
+                with self._cond:
+                    self._count_drop(frame, "low_space" if self._stopped_low_space
+                                     else "queue")
+                return False
+            self.video.put(frame)  # the encoder thread; it drops and counts when behind
+            return True
         return self._put("frame", CAMERA_TOPIC, frame)
+
+    def _put_encoded(self, topic: str, data: bytes, t_ns: int) -> bool:
+        return self._put("encoded", topic, (data, t_ns))
 
     def write_marker(self, marker: Marker) -> bool:
         return self._put("json", MARKERS_TOPIC,
@@ -232,7 +294,10 @@ class Recorder:
     def _put(self, kind: str, topic: str, obj: Any) -> bool:
         nbytes = _item_weight(obj)
         with self._cond:
-            if self._closing:
+            if self._stopped_low_space:
+                self._count_drop(obj, "low_space")
+                return False
+            if self._closing and kind != "encoded":
                 self._count_drop(obj, "queue")
                 return False
             if (len(self._queue) >= self._queue_limit
@@ -256,6 +321,8 @@ class Recorder:
         c = self.counters
         if why == "queue":
             c.dropped_queue += 1
+        elif why == "low_space":
+            c.dropped_low_space += 1
         else:
             c.dropped_error += 1
         if isinstance(obj, SampleBlock):
@@ -281,7 +348,29 @@ class Recorder:
         d["segments_paths"] = [str(p) for p in self.segments]
         busy = self.counters.busy_s
         d["write_mb_per_s"] = round(self.counters.written_bytes / busy / 1e6, 2) if busy else 0.0
+        d["store"] = self._store
+        if self.video is not None:
+            v = self.video.stats()
+            d["video"] = v
+            d["dropped_frames"] += v["dropped_queue"]
+        d["storage"] = self.storage()
         return d
+
+    def storage(self) -> dict[str, Any]:
+        """Bytes per second written lately, free space, and hours left at that rate
+        before the low-space stop (for ``health``)."""
+        w = list(self._rate_window)
+        rate = 0.0
+        if len(w) >= 2 and w[-1][0] > w[0][0]:
+            rate = (w[-1][1] - w[0][1]) / ((w[-1][0] - w[0][0]) / 1e9)
+        free = self.free_bytes_last
+        left = None
+        if free is not None and rate > 0:
+            left = round(max(0, free - self._min_free_bytes) / rate / 3600, 2)
+        return {"write_bytes_per_s": round(rate, 1),
+                "disk_free_mb": None if free is None else round(free / 2**20, 1),
+                "hours_left": left, "min_free_mb": round(self._min_free_bytes / 2**20, 1),
+                "stopped_low_space": self._stopped_low_space}
 
     # ------------------------------------------------------------ writer thread
 
@@ -331,6 +420,8 @@ class Recorder:
                 frame: Frame = it.obj
                 data = encode_frame(frame, self._codec, self._jpeg_quality)
                 log_time = int(frame.t_ns)
+            elif it.kind == "encoded":
+                data, log_time = it.obj
             else:
                 obj, t_ns = it.obj
                 data = encode_json(obj)
@@ -351,12 +442,20 @@ class Recorder:
     def _flush(self) -> None:
         """Write the pending messages as one chunk, then flush and fsync."""
         now = monotonic_ns()
+        if self._stopped_low_space:
+            with self._cond:
+                self.counters.dropped_low_space += len(self._pending)
+            self._pending.clear()
+            self._pending_bytes = 0
+            return
         if self._writer is None:
             if now < self._retry_at_ns:
                 return  # deferred: the disk failed recently
             if not self._open_segment():
                 return
         assert self._writer is not None and self._file is not None
+        if self._low_space():
+            return
         try:
             w = self._writer
             for p in self._pending:
@@ -373,11 +472,31 @@ class Recorder:
         self.counters.written_messages += len(self._pending)
         self.counters.written_bytes += max(0, after - before)
         self.counters.chunks += 1
+        self._rate_window.append((now, self.counters.written_bytes))
         self._pending.clear()
         self._pending_bytes = 0
         self.status = "ok"
         if after >= self._max_segment_bytes:
             self._close_segment()  # the next flush opens the next segment
+
+    def _low_space(self) -> bool:
+        """Finish cleanly when this chunk would leave less than ``min_free_bytes`` (0: off)."""
+        try:
+            free = self._free_bytes(self.path.parent)
+        except OSError:
+            return False  # cannot tell: the write itself will report a full disk
+        self.free_bytes_last = free
+        if self._min_free_bytes <= 0 or free - self._pending_bytes >= self._min_free_bytes:
+            return False
+        with self._cond:
+            self._stopped_low_space = True
+            self.counters.dropped_low_space += len(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._close_segment()
+        self.status = (f"stopped: low disk space ({free / 2**20:.0f} MiB free, "
+                       f"reserve {self._min_free_bytes / 2**20:.0f} MiB)")
+        return True
 
     def _open_segment(self) -> bool:
         path = segment_path(self.path, self._next_segment)
@@ -397,9 +516,17 @@ class Recorder:
                     stream_topic(name), BLOCK_ENCODING, sid,
                     {"stream": name, "stream_info": stream_info_to_json(info),
                      "fs_hz": repr(info.fs_hz)})
-            sid = w.register_schema("mmme.Frame", FRAME_ENCODING, FRAME_SCHEMA)
-            ids[CAMERA_TOPIC] = w.register_channel(
-                CAMERA_TOPIC, FRAME_ENCODING, sid, {"camera": json.dumps(self.camera or {})})
+            cam_meta = {"camera": json.dumps(self.camera or {})}
+            if self._store in VIDEO_STORES:
+                sid = w.register_schema("mmme.Video", VIDEO_ENCODING, VIDEO_SCHEMA)
+                topics = (CAMERA_TOPIC,) if self._store == "lossless" else (FACE_TOPIC,
+                                                                            CONTEXT_TOPIC)
+                for topic in topics:
+                    ids[topic] = w.register_channel(topic, VIDEO_ENCODING, sid, cam_meta)
+            else:
+                sid = w.register_schema("mmme.Frame", FRAME_ENCODING, FRAME_SCHEMA)
+                ids[CAMERA_TOPIC] = w.register_channel(CAMERA_TOPIC, FRAME_ENCODING, sid,
+                                                       cam_meta)
             for topic in JSON_TOPICS:
                 schema = JSON_SCHEMAS[topic]
                 sid = w.register_schema(schema["title"], "jsonschema",
@@ -472,6 +599,8 @@ class Recorder:
 
     def close(self, timeout_s: float = 30.0) -> dict[str, Any]:
         """Write what is queued, the summary and the footer; returns ``stats()``."""
+        if self.video is not None and not self._closed:
+            self.video.close(timeout_s)  # its last messages go into the queue first
         with self._cond:
             if self._closed:
                 return self.stats()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,18 +46,25 @@ def recording_path(out_dir: Path, rig_id: str, session: str | None = None,
 
 
 def open_recording_sink(out_dir: Path, rig: Any, cfg: RigConfig, clock: Any | None = None,
-                        session: str | None = None, subject: str | None = None
-                        ) -> RecordingSink:
+                        session: str | None = None, subject: str | None = None,
+                        face_box: Callable[[], Any] | None = None) -> RecordingSink:
     """The recording sink for ``rig``; ``clock`` (an ``edge.clock.keeper.ClockKeeper``) gets the
-    recorder to write its clock states to."""
+    recorder to write its clock states to; ``face_box`` is the spotter's tracked face (x,
+    y, w, h in frame pixels, or None), which places the crop of the ``face`` store."""
     out_dir.mkdir(parents=True, exist_ok=True)
     store = cfg.rig["camera_store"]
     camera = None
     if rig.camera is not None and store != "none":
         camera = {"store": store, "width": int(cfg.camera["width"]),
                   "height": int(cfg.camera["height"]), "fps": float(cfg.camera["fps"])}
+        if store in ("lossless", "face"):
+            camera["codec"] = str(cfg.rig["video_codec"])
+        if store == "face":
+            camera.update(face_crop=float(cfg.rig["face_crop"]),
+                          context_fps=float(cfg.rig["context_fps"]))
     path = recording_path(out_dir, cfg.rig["id"], session, subject)
-    recorder = Recorder(path, rig.stream_infos(), camera=camera)
+    recorder = Recorder(path, rig.stream_infos(), camera=camera, face_box=face_box,
+                        min_free_bytes=int(cfg.rig["min_free_mb"]) * 2**20)
     if clock is not None:
         clock.attach_recorder(recorder)
     return RecordingSink(recorder, record_frames=camera is not None, clock=clock)

@@ -130,6 +130,7 @@ def health_body(tally: StreamTally, rig: Rig, proc: psutil.Process, outlet: Any,
         body["outbox_dropped"] = outlet.outbox.dropped
     if recording is not None:
         body["recorder"] = recording.recorder.status
+        body["storage"] = recording.recorder.storage()
     if runtime is not None:
         body["sinks"] = runtime.sink_report()
     return body

@@ -174,13 +174,18 @@ def build_session(cfg: RigConfig, rig: Rig, *, record_dir: str | Path | None = N
     sinks: list[Any] = [tally, keeper]
     out_dir = Path(record_dir or cfg.rig["data_dir"])
 
-    def open_recording(session: str | None = None, subject: str | None = None) -> Any:
-        return open_recording_sink(out_dir, rig, cfg, clock=keeper, session=session,
-                                   subject=subject)
-
     # The parts call back into the outlet (status) and the session (health, events to the
     # recording), which exist only once they are built: they reach them through ``late``.
     late: dict[str, Any] = {}
+
+    def face_box() -> Any:  # the face store's crop follows the spotter's tracked face
+        proc = late.get("processing")
+        return proc.face_box() if proc is not None else None
+
+    def open_recording(session: str | None = None, subject: str | None = None) -> Any:
+        return open_recording_sink(out_dir, rig, cfg, clock=keeper, session=session,
+                                   subject=subject, face_box=face_box)
+
     controls = Controls(sinks, open_recording, on_state=lambda **kw: getattr(
         late["outlet"], "update_status", _noop)(**kw),
         deliver=lambda method, items: late["session"].runtime.deliver(method, items))
@@ -199,9 +204,11 @@ def build_session(cfg: RigConfig, rig: Rig, *, record_dir: str | Path | None = N
         proc_sink = Processing(
             infos, float(cfg.camera["fps"]), outlet, fusion=fusion,
             mains_hz=float(cfg.features["mains_hz"]),
+            ppg_inverted=bool(cfg.features["ppg_inverted"]),
             health=lambda: late["session"].health(),
             record_event=lambda *a: late["session"].record_event(*a), remap=keeper.remap)
         sinks.append(proc_sink)
+        late["processing"] = proc_sink
     late["session"] = session = Session(cfg, rig, tally, keeper, controls, outlet, proc_sink,
                                         Runtime(rig, sinks), data_dir=out_dir)
     return session
@@ -271,10 +278,11 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
     if controls.closed_recordings:
         summary["recording"] = controls.closed_recordings[-1]
         summary["recordings"] = controls.closed_recordings
-        c = controls.recorder_counters[-1]
+        c = controls.recorder_stats[-1] or controls.recorder_counters[-1]
         summary["recorder"] = {k: c[k] for k in (
             "written_bytes", "queue_high_water", "dropped_queue", "dropped_frames",
-            "dropped_error", "write_errors", "busy_s")}
+            "dropped_error", "write_errors", "busy_s", "dropped_low_space", "store",
+            "video", "storage") if k in c}
     if not quiet:
         for e in summary["errors"][:5]:
             print(f"error: {e}", file=out)

@@ -23,6 +23,10 @@ import numpy as np
 CROP = 128  # side of the stabilised face crop, pixels
 _PC_SIDE = 64  # tracking runs on a downscaled crop: 4x cheaper, still sub-pixel
 _SEARCH = 8  # template = reference crop minus this margin; also the search range per frame
+# Haar runs on the frame shrunk by an integer factor to at most about this width, so its
+# cost stays that of a 320x240 frame whatever the camera delivers (640x480 on the loaded
+# dev VM: 147 ms -> 40-70 ms a detection).
+DETECT_WIDTH = 320
 
 
 class FaceStatus(str, Enum):
@@ -138,14 +142,17 @@ class FaceTracker:
 
     # -- detection ---------------------------------------------------------------------
     def detect(self, luma: np.ndarray) -> tuple[float, float, float, float] | None:
-        """Largest frontal face as x, y, w, h, or None."""
-        faces = self._clf.detectMultiScale(
-            luma, scaleFactor=1.2, minNeighbors=4, minSize=(self.min_face_px, self.min_face_px)
-        )
+        """Largest frontal face as x, y, w, h (frame pixels), or None."""
+        k = max(1, luma.shape[1] // DETECT_WIDTH)
+        small = luma if k == 1 else cv2.resize(
+            luma, (luma.shape[1] // k, luma.shape[0] // k), interpolation=cv2.INTER_AREA)
+        side = max(1, self.min_face_px // k)
+        faces = self._clf.detectMultiScale(small, scaleFactor=1.2, minNeighbors=4,
+                                           minSize=(side, side))
         if len(faces) == 0:
             return None
         x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
-        return float(x), float(y), float(w), float(h)
+        return float(x * k), float(y * k), float(w * k), float(h * k)
 
     def _warp(self, luma: np.ndarray, box: np.ndarray, side: int) -> np.ndarray:
         """Sub-pixel crop of the square box (cx, cy, s) resized to side x side."""

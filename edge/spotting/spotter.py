@@ -184,6 +184,8 @@ class Spotter:
         self._above = 0
         self._refractory = False
         self.status: FaceStatus = FaceStatus.NO_FACE
+        # The tracked face (x, y, w, h in frame pixels) while OK: the recorder's face crop.
+        self.face_box: tuple[float, float, float, float] | None = None
         self.last_score = 0.0
         self.counters: dict[str, int] = {
             "frames": 0, "face_frames": 0, "emitted": 0, "blinks": 0, "head_moves": 0,
@@ -210,6 +212,7 @@ class Spotter:
         self.counters["frames"] += 1
         obs: FaceObs = self.tracker.update(frame.luma)
         self.status = obs.status
+        self.face_box = obs.box if obs.status is FaceStatus.OK else None
         if obs.status is not FaceStatus.OK or obs.crop is None:
             self._reset_history()
             return []

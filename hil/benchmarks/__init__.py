@@ -27,11 +27,13 @@ REGISTRY: dict[str, Bench] = {b.name: b for b in (
     Bench("features", ("--json",), "streaming features' real-time factor against NeuroKit2"),
     Bench("spotting", ("--events", "200", "--json"), "MEGC F1 and per-frame cost"),
     Bench("recorder", ("--seconds", "20"), "recorder speed against the rig's data rate"),
+    Bench("camera_stores", ("--json",), "storage rate of the raw, lossless and face stores"),
     Bench("model", ("--json",), "int8 latency and LOSO metrics"),
     Bench("mqtt", ("--json",), "outbox against plain paho"),
     Bench("rig", ("--json",), "whole rig: CPU, memory, highest camera rate, latency"),
     # the host's own floor for the EEG reader, beside the rig's loss
     Bench("wakeup", ("--json",), "the host's wake floor for a 1 kHz reader"),
+    Bench("real", ("--json",), "features on real recordings against offline references"),
     Bench("fleet", ("--rigs", "50", "--json"),
           "50 rigs -> Mosquitto -> 2 ingest workers (one SIGKILLed) -> PostgreSQL"),
 )}

@@ -1,6 +1,6 @@
 """Recorder throughput: the full rig's data rate written as fast as the recorder takes it.
 
-    mmme-hil bench recorder [--seconds S] [--store lossless|png|jpeg] [--dir DIR]
+    mmme-hil bench recorder [--seconds S] [--store raw|lossless|face|png|jpeg] [--dir DIR]
 
 8 EEG channels + 5 hub channels at 1000 Hz (10-sample blocks) and a 320x240 camera at
 150 fps. The producer keeps the recorder's queue below half full (so nothing is dropped)
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     malloc.tune()  # as `mmme-edge run` does: the allocator shapes what a big copy costs
     p = argparse.ArgumentParser(prog="mmme-hil bench recorder")
     p.add_argument("--seconds", type=float, default=20.0, help="seconds of rig data")
-    p.add_argument("--store", default="lossless", choices=("lossless", "png", "jpeg"))
+    p.add_argument("--store", default="raw", choices=("raw", "lossless", "face", "png", "jpeg"))
     p.add_argument("--dir", help="where to write (default: a temporary directory)")
     try:
         args = p.parse_args(argv)
