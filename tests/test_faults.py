@@ -151,10 +151,13 @@ def test_hub_unplug_and_replug_shows_reconnects_and_counts_the_gap() -> None:
     assert flowing is not None and flowing - t_replug <= 3.0
     assert run.counters["hub"]["disconnects"] >= 1 and run.counters["hub"]["reconnects"] >= 1
     # The gap is counted in dropped: the samples the MCU took while unplugged, plus what
-    # was in flight in the pulled cable (a few ms).
+    # was in flight in the pulled cable: sent but still unread in the pty's kernel buffers
+    # (a few ms on a quiet host, 400 ms of it seen on a loaded one), at most what those
+    # buffers hold (64 KiB flip buffer + 4 KiB line discipline) in 43-byte DATA frames.
+    in_flight_max = (64 + 4) * 1024 // 43
     dropped = run.summary["streams"]["hub"]["dropped"]
     assert unsent >= 0.9 * 1000 * (t_replug - t_unplug) * 0.5
-    assert unsent <= dropped <= unsent + 100
+    assert unsent <= dropped <= unsent + in_flight_max
     assert t["received"] + dropped == t["last"] - t["first"] + 1
     _every_loss_counted(run, "hub")
     assert run.rate("hub", t_replug + 3.0, 13.0) >= 0.85 * NOMINAL["hub"]
