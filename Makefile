@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DURATION ?= 60
 
-.PHONY: run test lint soak bench bench-tests selftest train clean broker-check dashboard-deps test-tflite
+.PHONY: run test lint soak bench bench-tests selftest train clean broker-check dashboard-deps test-tflite fleet-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -21,7 +21,7 @@ selftest: $(STAMP)
 	$(BIN)/mmme-edge selftest --sim
 
 ## The test suite (what CI runs). Needs a mosquitto binary; installs it when root.
-test: $(STAMP) broker-check dashboard-deps
+test: $(STAMP) broker-check dashboard-deps fleet-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 	$(MAKE) test-tflite
@@ -33,6 +33,22 @@ broker-check:
 	  else \
 	    echo "The tests start their own Mosquitto broker: install it first (sudo apt-get install mosquitto)."; exit 1; \
 	  fi; }
+
+## The fleet's tests start their own PostgreSQL (initdb) and sshd, and rsync over it.
+fleet-deps:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
+	  || missing="$$missing postgresql"; \
+	[ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1 || missing="$$missing openssh-server"; \
+	command -v ssh >/dev/null 2>&1 || missing="$$missing openssh-client"; \
+	command -v rsync >/dev/null 2>&1 || missing="$$missing rsync"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "The fleet tests need:$$missing (sudo apt-get install$$missing)"; exit 1; \
+	  fi; \
+	fi
 
 ## The shipped model in the last tflite-runtime (2.14: Python <= 3.11, numpy < 2),
 ## beside LiteRT with numpy 2 in the main venv.
@@ -69,7 +85,7 @@ train: $(TRAIN_VENV)/.installed
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak -p no:cacheprovider -o addopts=""
 
-bench: $(STAMP) broker-check
+bench: $(STAMP) broker-check fleet-deps
 	$(BIN)/mmme-hil bench all
 
 bench-tests: $(STAMP)

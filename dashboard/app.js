@@ -676,6 +676,15 @@
       const why = String(f.last_error || '').slice(0, 80);
       parts.push(`${name} failed ${f.failures}×${why ? ` (${why})` : ''}`);
     }
+    const o = h.offload;
+    if (o && typeof o.queued === 'number') {
+      // recordings home: what the study server has not yet confirmed
+      const left = num(o.bytes_left / 2 ** 30, 2, 'GB');
+      parts.push(o.queued ? `home: ${o.queued} queued, ${left} left${o.sending ? ` (sending ${o.sending})` : ''}`
+        : `home: all ${o.verified} verified`);
+      // the offloader rewrites its state every 30 s (10 s while sending): far older, it is not running
+      if (typeof o.age_s === 'number' && o.age_s > 120) parts.push(`offloader silent ${num(o.age_s / 60, 0, 'min')}`);
+    }
     return parts.join(' · ');
   }
 

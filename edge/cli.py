@@ -37,8 +37,9 @@ def warn_if_direct_mode_cannot_hold(cfg: config.RigConfig) -> None:
     holds the rate idle and not beside the rig is caught by ``selftest``, not here.
     """
     from edge import wakeup
+    from edge.selftest import direct_mode
 
-    if not cfg.eeg["enabled"] or cfg.eeg["backend"] not in wakeup.DIRECT_BACKENDS:
+    if not direct_mode(cfg):
         return
     from edge.rig import EEG_RT_PRIORITY
 

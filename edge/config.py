@@ -76,19 +76,27 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "eeg": {
         "enabled": Key(bool, True),
-        "backend": Key(str, "spi", choices=("spi", "spidev", "sim", *CYTON_BACKENDS)),
+        # spi: the chips on the host's SPI, DRDY serviced by the host (one bus per chip);
+        # bridge: the chips behind the EEG bridge's FIFO (docs/eeg-bridge-protocol.md), on
+        # spi_devices[0]; sim: the simulated bench (sim.eeg_link says which of the two);
+        # cyton / sim-cyton: the OpenBCI board over serial. "spidev" is the old name of "spi".
+        "backend": Key(str, "spi", choices=("spi", "spidev", "bridge", "sim", *CYTON_BACKENDS)),
         "spi_bus": Key(int, 0, lo=0, hi=7),
         "spi_devices": Key(list, [0], item=int, length=(1, 2)),
         "spi_hz": Key(int, 4_000_000, lo=100_000, hi=20_000_000),
-        "drdy_line": Key(int, -1, lo=-1, hi=1023),  # required in direct mode (spi, sim)
+        "drdy_line": Key(int, -1, lo=-1, hi=1023),  # required for direct SPI only
         "reset_line": Key(int, -1, lo=-1, hi=1023),
         "fs_hz": Key(int, 1000, choices=ADS1299_RATES_HZ),
-        "gain": Key(int, 24, choices=ADS1299_GAINS),
-        "channels": Key(list, item=str, length=(8, 16)),
+        # One gain for every channel, or one per channel (values from ADS1299_GAINS).
+        "gain": Key((int, list), 24, item=int, length=(8, 64)),
+        "channels": Key(list, item=str, length=(8, 64)),  # 8 per chip
         "input": Key(str, "normal", choices=("normal", "shorted", "test")),
         "bias": Key(bool, True),
         "srb1": Key(bool, True),
         "lead_off": Key(bool, True),
+        "drain_ms": Key(int, 20, lo=10, hi=50),  # bridge: one FIFO burst read this often
+        # bridge: drain from an own process instead of a pump thread in the rig's process
+        "bridge_process": Key(bool, False),
         # cyton: the dongle's serial port and baud (8 or 16 channels: with the Daisy)
         "port": Key(str, "/dev/ttyUSB0"),
         "baud": Key(int, 115200, lo=9600, hi=4_000_000),
@@ -114,6 +122,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "features": {
         "mains_hz": Key(int, 50, choices=(50, 60)),
+        # EEG band features on these channels only (names from eeg.channels); [] = all.
+        "eeg_channels": Key(list, [], item=str, length=(0, 64)),
         # A PPG sensor whose output falls as blood volume rises (some wrist and ear parts).
         "ppg_inverted": Key(bool, False),
     },
@@ -139,6 +149,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "camera_drift_ppm": Key(float, 25.0, lo=-500, hi=500),
         # Fault injection for selftest checks: the ID the emulated EEG chip answers.
         "eeg_chip_id": Key(int, 0x3E, lo=0, hi=255),
+        # Which EEG front end the bench emulates for eeg.backend = "sim"; --sim keeps the
+        # config's own ("spi" or "bridge").
+        "eeg_link": Key(str, "bridge", choices=("bridge", "spi")),
     },
     # Replay (hil.sim.playback): devices on the simulated bench play recorded streams.
     "replay": {
@@ -175,6 +188,11 @@ class RigConfig:
         blob = json.dumps(doc, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
+    def _sim_eeg_link(self) -> str:
+        """What the bench emulates for an ADS1299 front end: the config's own one."""
+        link = eeg_link(self)
+        return link if link in ("spi", "bridge") else str(self.sim["eeg_link"])
+
     def with_all_simulated(self) -> RigConfig:
         """The same rig with every device on the simulated bench (``--sim``)."""
         return RigConfig(
@@ -185,7 +203,7 @@ class RigConfig:
             camera={**self.camera, "backend": "sim"},
             features=self.features,
             mqtt=self.mqtt,
-            sim=self.sim,
+            sim={**self.sim, "eeg_link": self._sim_eeg_link()},
             replay=self.replay,
             source=self.source,
         )
@@ -195,6 +213,14 @@ class RigConfig:
         cfg = self.with_all_simulated()
         merged = {**cfg.replay, **replay}
         return dataclasses.replace(cfg, replay=_check_section("replay", merged))
+
+
+def eeg_link(cfg: RigConfig) -> str:
+    """The EEG front end a config describes: "spi" (direct), "bridge", or a Cyton backend."""
+    backend = cfg.eeg["backend"]
+    if backend == "sim":
+        return str(cfg.sim["eeg_link"])
+    return "spi" if backend == "spidev" else str(backend)
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:
@@ -260,19 +286,33 @@ def _cross_checks(cfg: dict[str, dict[str, Any]]) -> None:
     if eeg["enabled"] and cyton:
         _cyton_checks(eeg)
     elif eeg["enabled"]:
-        if eeg["drdy_line"] < 0:
-            raise ConfigError(f"eeg.drdy_line: missing (required for backend {eeg['backend']})")
-        n_chips = len(eeg["spi_devices"])
-        if len(eeg["channels"]) != 8 * n_chips:
-            raise ConfigError(
-                f"eeg.channels: {n_chips} chip(s) need {8 * n_chips} channel names; "
-                f"got {len(eeg['channels'])}"
-            )
-        if len(set(eeg["channels"])) != len(eeg["channels"]):
+        link = cfg["sim"]["eeg_link"] if eeg["backend"] == "sim" else eeg["backend"]
+        n_ch = len(eeg["channels"])
+        gains = eeg["gain"] if isinstance(eeg["gain"], list) else [eeg["gain"]] * n_ch
+        if len(gains) != n_ch or any(g not in ADS1299_GAINS for g in gains):
+            opts = ", ".join(str(g) for g in ADS1299_GAINS)
+            raise ConfigError(f"eeg.gain: one value or one per channel ({n_ch}), each one of "
+                              f"{opts}; got {eeg['gain']!r}")
+        if link in ("spi", "spidev"):
+            if eeg["drdy_line"] < 0:
+                raise ConfigError("eeg.drdy_line: missing (required for direct SPI)")
+            n_chips = len(eeg["spi_devices"])
+            if n_ch != 8 * n_chips:
+                raise ConfigError(
+                    f"eeg.channels: {n_chips} chip(s) on spi_devices need {8 * n_chips} "
+                    f"channel names; got {n_ch} (more channels: eeg.backend = \"bridge\")"
+                )
+        elif n_ch % 8:
+            raise ConfigError(f"eeg.channels: 8 names per chip behind the bridge; got {n_ch}")
+        if len(set(eeg["channels"])) != n_ch:
             raise ConfigError("eeg.channels: channel names must be unique")
+    if eeg["enabled"]:
+        unknown = [c for c in cfg["features"]["eeg_channels"] if c not in eeg["channels"]]
+        if unknown:
+            raise ConfigError(f"features.eeg_channels: {unknown} not in eeg.channels")
     gpio = cfg["gpio"]
     used = [gpio["sync_out_line"], gpio["marker_strobe_line"], *gpio["marker_data_lines"]]
-    if eeg["enabled"] and not cyton:
+    if eeg["enabled"] and not cyton and eeg["drdy_line"] >= 0:
         used.append(eeg["drdy_line"])
     dup = {x for x in used if used.count(x) > 1}
     if dup:
@@ -283,6 +323,10 @@ def _cyton_checks(eeg: dict[str, Any]) -> None:
     n = len(eeg["channels"])
     if n not in (8, 16):
         raise ConfigError(f"eeg.channels: a Cyton has 8 channels, 16 with the Daisy; got {n}")
+    if not isinstance(eeg["gain"], int) or eeg["gain"] not in ADS1299_GAINS:
+        opts = ", ".join(str(g) for g in ADS1299_GAINS)
+        raise ConfigError(f"eeg.gain: the Cyton takes one gain, one of {opts}; "
+                          f"got {eeg['gain']!r}")
     if len(set(eeg["channels"])) != n:
         raise ConfigError("eeg.channels: channel names must be unique")
     need = eeg["fs_hz"] * CYTON_PACKET_BITS

@@ -80,9 +80,11 @@ class Processing:
                  health: Callable[[], dict[str, Any]] | None = None,
                  record_event: Callable[[str, dict[str, Any], int], Any] | None = None,
                  remap: Callable[[SampleBlock], SampleBlock] | None = None,
-                 frame_queue: int = 300, ppg_inverted: bool = False) -> None:
+                 frame_queue: int = 300, eeg_channels: tuple[str, ...] = (),
+                 ppg_inverted: bool = False) -> None:
         self._feature_args = (infos.get("eeg"), infos.get("hub"),
                               FeatureConfig(mains_hz=float(mains_hz),
+                                            eeg_channels=eeg_channels or None,
                                             ppg_inverted=ppg_inverted))
         self.features = FeaturePipeline(*self._feature_args)
         self.spotter = Spotter(fps)

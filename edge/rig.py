@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from edge.acquisition import ProcessDriver
-from edge.config import CYTON_BACKENDS, RigConfig
+from edge.config import CYTON_BACKENDS, RigConfig, eeg_link
 from sensors.ads1299 import Ads1299, Ads1299Settings
 from sensors.blocks import StreamInfo
 from sensors.camera import buffers_for
+from sensors.eeg_bridge import EegBridge, LinkSettings
 from sensors.hub import Hub, HubSettings
 from sensors.seams import FrameDriver, SampleDriver
 from sensors.trigger import MarkerReader, SyncPulser
@@ -31,8 +32,8 @@ PULSER_RT_PRIORITY = 60
 def eeg_settings(cfg: RigConfig) -> Ads1299Settings:
     eeg = cfg.eeg
     return Ads1299Settings(
-        fs_hz=int(eeg["fs_hz"]), gains=int(eeg["gain"]), channels=tuple(eeg["channels"]),
-        n_chips=len(eeg["spi_devices"]), inputs=str(eeg["input"]), bias=bool(eeg["bias"]),
+        fs_hz=int(eeg["fs_hz"]), gains=eeg["gain"], channels=tuple(eeg["channels"]),
+        n_chips=len(eeg["channels"]) // 8, inputs=str(eeg["input"]), bias=bool(eeg["bias"]),
         srb1=bool(eeg["srb1"]), lead_off=bool(eeg["lead_off"]),
     )
 
@@ -50,6 +51,42 @@ def build_spidev_eeg(eeg: dict[str, Any], gpio: dict[str, Any],
     reset = (open_output(gpio["backend"], gpio["chip"], int(eeg["reset_line"]), initial=1)
              if int(eeg["reset_line"]) >= 0 else None)
     return Ads1299(buses, drdy, settings, reset=reset)
+
+
+def _eeg(cfg: RigConfig, bench: Any) -> SampleDriver:
+    """The EEG driver for the config's front end, on real SPI or on the bench.
+
+    Direct SPI must read every frame within one sample period, so it runs in its own
+    process at real-time priority. Behind the bridge the deadline is the FIFO's second,
+    so a plain pump thread in this process drains it (no SCHED_FIFO); with
+    ``eeg.bridge_process`` it gets its own process like direct mode (normal priority).
+    """
+    settings = eeg_settings(cfg)
+    simulated = cfg.eeg["backend"] == "sim"
+    if eeg_link(cfg) == "bridge":
+        link = LinkSettings(drain_s=int(cfg.eeg["drain_ms"]) / 1e3)
+        if cfg.eeg["bridge_process"]:
+            factory = (bench.eeg_bridge_factory(settings, link) if simulated else
+                       functools.partial(build_spidev_bridge, cfg.eeg, settings, link))
+            return ProcessDriver(factory, "eeg")
+        bus = (bench.eeg_bridge_bus(settings) if simulated else
+               _bridge_bus(cfg.eeg))
+        return EegBridge(bus, settings, link)
+    factory = (bench.eeg_factory(settings) if simulated else
+               functools.partial(build_spidev_eeg, cfg.eeg, cfg.gpio, settings))
+    return ProcessDriver(factory, "eeg", rt_priority=EEG_RT_PRIORITY)
+
+
+def _bridge_bus(eeg: dict[str, Any]) -> Any:
+    from sensors.spi import SpidevBus
+
+    return SpidevBus(int(eeg["spi_bus"]), int(eeg["spi_devices"][0]), int(eeg["spi_hz"]))
+
+
+def build_spidev_bridge(eeg: dict[str, Any], settings: Ads1299Settings,
+                        link: LinkSettings) -> EegBridge:
+    """The bridge driver on real SPI; runs inside an acquisition process."""
+    return EegBridge(_bridge_bus(eeg), settings, link)
 
 
 def open_cyton(cfg: RigConfig, bench: Any) -> Any:
@@ -181,10 +218,7 @@ def open_rig(cfg: RigConfig, duration_s: float = 0.0, bench: SimBench | None = N
         if cfg.eeg["enabled"] and cfg.eeg["backend"] in CYTON_BACKENDS:
             rig.eeg = open_cyton(cfg, bench)
         elif cfg.eeg["enabled"]:
-            settings = eeg_settings(cfg)
-            factory = (bench.eeg_factory(settings) if cfg.eeg["backend"] == "sim" else
-                       functools.partial(build_spidev_eeg, cfg.eeg, cfg.gpio, settings))
-            rig.eeg = ProcessDriver(factory, "eeg", rt_priority=EEG_RT_PRIORITY)
+            rig.eeg = _eeg(cfg, bench)
             rig.eeg.open()
         if cfg.hub["enabled"]:
             port = bench.hub_port() if cfg.hub["backend"] == "sim" else cfg.hub["port"]

@@ -7,7 +7,8 @@
 - camera: frames arrive at the configured rate.
 - trigger: the sync pulses the host emits come back in the EEG status bits and the
   hub's trigger bits (the loopback through the rig's trigger wiring).
-- host: in direct mode (``eeg.backend = "spi"``, and its emulator ``sim``), the host's
+- host: in direct mode (``eeg.backend = "spi"``, or ``sim`` with ``sim.eeg_link = "spi"``;
+  not behind the EEG bridge, whose FIFO takes the deadline), the host's
   wake floor at the configured rate (:mod:`edge.wakeup`, the ``bench wakeup`` rule: 5 s
   on the idle host, then 2 s beside the selftest's own running rig) and whether direct
   mode can hold that rate here. A host that cannot is a WARN, not a FAIL:
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from edge import wakeup
-from edge.config import RigConfig
+from edge.config import RigConfig, eeg_link
 from sensors.blocks import Frame, Marker, SampleBlock
 from sensors.errors import DeviceError
 
@@ -121,7 +122,9 @@ def check_trigger(blocks: dict[str, list[SampleBlock]]) -> Check:
 
 
 def direct_mode(cfg: RigConfig) -> bool:
-    return bool(cfg.eeg["enabled"]) and cfg.eeg["backend"] in wakeup.DIRECT_BACKENDS
+    """The ADS1299 read by the host at every DRDY (spi, or its emulation), not the bridge."""
+    return bool(cfg.eeg["enabled"]) and cfg.eeg["backend"] in wakeup.DIRECT_BACKENDS \
+        and eeg_link(cfg) == "spi"
 
 
 def host_check(floor: wakeup.WakeFloor) -> Check:

@@ -27,7 +27,9 @@ import numpy as np
 
 from sensors.ads1299 import LATE_READ_PERIODS
 
-DIRECT_BACKENDS = ("spi", "spidev", "sim")  # the reader must beat every DRDY itself
+# The reader must beat every DRDY itself ("sim" only with sim.eeg_link = "spi": the bridge's
+# FIFO takes that deadline; edge.selftest.direct_mode decides).
+DIRECT_BACKENDS = ("spi", "spidev", "sim")
 CACHE_NAME = "wake-floor.json"
 
 

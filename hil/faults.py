@@ -18,8 +18,10 @@ Fault helpers for what the bench has no one-call switch for:
   while its sample pace carries on (the emulator's public ``step_clock`` hook, which keeps
   its truth table exact with a :class:`~hil.sim.crystal.SteppedCrystal`).
 - :func:`cpu_hogs` starts busy-loop child processes (CPU starvation) and ends them by pid.
-- EEG faults go into the acquisition process through
-  :meth:`edge.acquisition.ProcessDriver.inject` (e.g. ``"stick_drdy"``).
+- EEG faults, direct SPI (``sim.eeg_link = "spi"``): into the acquisition process through
+  :meth:`edge.acquisition.ProcessDriver.inject` (e.g. ``"stick_drdy"``). Behind the
+  bridge (the default): the bridge emulator is ``rig.bench.eeg_bridge`` in this process,
+  with its public hooks (``corrupt_responses``, ``reset``, ``stop_answering``, ...).
 """
 
 from __future__ import annotations

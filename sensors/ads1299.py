@@ -21,8 +21,8 @@ status word's low nibble is GPIO[7:4] of the GPIO register, i.e. status bit 3 = 
 bit 2 = GPIO3, bit 1 = GPIO2, bit 0 = GPIO1. ``SampleBlock.trigger`` bit 0 = GPIO4 (sync),
 bit 1 = GPIO1, bit 2 = GPIO2, bit 3 = GPIO3 (chip 0).
 
-``SampleBlock.status``: for one chip, the raw 24-bit status word. For two chips, chip 0's
-24-bit word with chip 1's LOFF_STATP byte in bits 31:24 (chip 1's LOFF_STATN does not fit
+``SampleBlock.status``: for one chip, the raw 24-bit status word. For two or more chips,
+chip 0's 24-bit word with chip 1's LOFF_STATP byte in bits 31:24 (chip 1's LOFF_STATN does not fit
 a uint32; with SRB1 all N inputs share the reference so chip 0's N bits tell the same).
 :func:`lead_off_from_block_status` decodes either layout.
 
@@ -61,6 +61,7 @@ KNOWN_IDS = {0x3C: "ADS1299-4", 0x3D: "ADS1299-6", 0x3E: "ADS1299", 0x00: "nothi
              0xFF: "nothing (MISO high)"}
 FRAME_BYTES = 27
 CHANNELS_PER_CHIP = 8
+MAX_CHIPS = 8  # 64 channels
 STATUS_HEADER = 0xC  # top nibble of every status word
 
 RATES_HZ = {16000: 0, 8000: 1, 4000: 2, 2000: 3, 1000: 4, 500: 5, 250: 6}  # CONFIG1 DR[2:0]
@@ -87,17 +88,18 @@ class Ads1299Settings:
     fs_hz: int = 1000
     gains: Sequence[int] | int = 24
     channels: Sequence[str] = DEFAULT_CHANNELS
-    n_chips: int = 1
+    n_chips: int = 1  # 1..8 (direct SPI: one bus per chip; bridge: the board's chips)
     inputs: Sequence[str] | str = "normal"
     bias: bool = True
     srb1: bool = True
     lead_off: bool = True
     test_signal: str = "1x_slow"
     vref_v: float = 4.5
+    daisy: bool = False  # chips daisy-chained on one chip select (CONFIG1.DAISY_EN)
 
     def __post_init__(self) -> None:
-        if self.n_chips not in (1, 2):
-            raise ValueError(f"n_chips: must be 1 or 2, not {self.n_chips!r}")
+        if not 1 <= self.n_chips <= MAX_CHIPS:
+            raise ValueError(f"n_chips: must be 1 to {MAX_CHIPS}, not {self.n_chips!r}")
         n = CHANNELS_PER_CHIP * self.n_chips
         if self.fs_hz not in RATES_HZ:
             raise ValueError(f"fs_hz: must be one of {sorted(RATES_HZ)}, not {self.fs_hz!r}")
@@ -131,12 +133,13 @@ class Ads1299Settings:
 
 
 def register_plan(s: Ads1299Settings, chip: int) -> dict[int, int]:
-    """The register values to write to ``chip`` (0 or 1) for settings ``s``."""
+    """The register values to write to ``chip`` (0 .. n_chips - 1) for settings ``s``."""
     sl = slice(chip * CHANNELS_PER_CHIP, (chip + 1) * CHANNELS_PER_CHIP)
     inputs, gains = s.inputs[sl], s.gains[sl]  # type: ignore[index]
     # CONFIG1: bit7 1 and bits 4:3 = 10 reserved; bit6 = 1 multiple readback (own CS per
-    # chip); bit5 CLK_EN on the first chip of a pair so the second runs on its clock.
-    config1 = 0x90 | 0x40 | (0x20 if (s.n_chips == 2 and chip == 0) else 0) | RATES_HZ[s.fs_hz]
+    # chip), 0 daisy chain; bit5 CLK_EN on the first chip so the others run on its clock.
+    readback = 0x00 if s.daisy else 0x40
+    config1 = 0x90 | readback | (0x20 if (s.n_chips > 1 and chip == 0) else 0) | RATES_HZ[s.fs_hz]
     uses_test = any(i == "test" for i in inputs)
     config2 = 0xC0 | (0x10 if uses_test else 0) | TEST_SIGNALS[s.test_signal]
     # CONFIG3: internal reference buffer on, reserved 11; bias: BIASREF_INT + PD_BIAS.
@@ -200,7 +203,9 @@ def decode_lead_off(status: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def lead_off_from_block_status(status: np.ndarray, n_chips: int) -> tuple[np.ndarray, np.ndarray]:
     """Lead-off flags from ``SampleBlock.status`` (see the module docstring's layout).
 
-    Returns ``(p_off (n, 8 * n_chips), n_off (n, 8))``: N flags are chip 0's.
+    Returns ``(p_off (n, 8 * n_chips), n_off (n, 8))``: N flags are chip 0's. Chips 2..7
+    (17..64 channels) do not fit the word: their P flags read False (an open input still
+    rails to full scale, which the features flag as saturated).
     """
     s = np.asarray(status, dtype=np.uint32)
     p0, n0 = decode_lead_off(s & 0xFFFFFF)
@@ -208,13 +213,136 @@ def lead_off_from_block_status(status: np.ndarray, n_chips: int) -> tuple[np.nda
         return p0, n0
     bits = np.arange(CHANNELS_PER_CHIP, dtype=np.uint32)
     p1 = ((s[:, None] >> (24 + bits)) & 1).astype(bool)
-    return np.concatenate([p0, p1], axis=1), n0
+    rest = np.zeros((s.shape[0], CHANNELS_PER_CHIP * (n_chips - 2)), dtype=bool)
+    return np.concatenate([p0, p1, rest], axis=1), n0
 
 
 def trigger_bits(status0: np.ndarray) -> np.ndarray:
     """Trigger byte from chip 0's status word: bit 0 = GPIO4 (sync), bits 1..3 = GPIO1..3."""
     s = np.asarray(status0, dtype=np.uint32)
     return (((s >> 3) & 1) | ((s & 0x7) << 1)).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- shared register logic
+# Used as they are by the direct driver below and by the bridge (sensors.eeg_bridge),
+# whose register pass-through makes each chip look like an SpiBus.
+
+
+def reset_chips(buses: Sequence[SpiBus], reset_pin: OutputLine | None = None) -> None:
+    """Pulse RESET (pin, else the RESET opcode on every bus) and wait for the chips."""
+    if reset_pin is not None:
+        # RESET low for >= 2 tCLK, then 18 tCLK before the first command: 1 ms is ample.
+        reset_pin.set(1)
+        reset_pin.set(0)
+        time.sleep(0.001)
+        reset_pin.set(1)
+    else:
+        for bus in buses:
+            bus.xfer(bytes([RESET]))
+    time.sleep(0.002)
+
+
+def rreg(bus: SpiBus, addr: int, count: int) -> bytes:
+    """RREG ``count`` registers from ``addr`` (the chip must be in SDATAC)."""
+    out = bus.xfer(bytes([RREG | addr, count - 1]) + bytes(count))
+    return out[2:]
+
+
+def write_plan(bus: SpiBus, plan: dict[int, int]) -> None:
+    """WREG the plan, contiguous runs in one WREG each (LOFF_STATP/N split the map)."""
+    addrs = sorted(plan)
+    run: list[int] = []
+    for a in [*addrs, -1]:
+        if run and a != run[-1] + 1:
+            bus.xfer(bytes([WREG | run[0], len(run) - 1, *(plan[r] for r in run)]))
+            run = []
+        if a >= 0:
+            run.append(a)
+
+
+def configure_chips(buses: Sequence[SpiBus], settings: Ads1299Settings,
+                    reset_pin: OutputLine | None = None) -> list[int]:
+    """Reset, SDATAC + STOP, check every chip's ID, write and verify the register plan.
+
+    ``buses``: one per chip (separate chip selects), or one for a daisy chain (the plan of
+    chip 0 reaches every chip; only the first chip's registers can be read back). Returns
+    the chip IDs read; raises WrongDevice / DeviceError with the chip and the reason.
+    """
+    reset_chips(buses, reset_pin)
+    for bus in buses:
+        bus.xfer(bytes([SDATAC]))  # the chip wakes in RDATAC, where RREG/WREG are ignored
+        bus.xfer(bytes([STOP]))
+    ids: list[int] = []
+    for chip, bus in enumerate(buses):
+        chip_id = rreg(bus, ID, 1)[0]
+        if chip_id != EXPECTED_ID:
+            what = KNOWN_IDS.get(chip_id, "an unknown part")
+            raise WrongDevice(
+                f"eeg chip {chip}: ID register reads 0x{chip_id:02X} ({what}), expected "
+                f"0x{EXPECTED_ID:02X} (ADS1299, 8 channels)"
+            )
+        ids.append(chip_id)
+    for chip, bus in enumerate(buses):
+        plan = register_plan(settings, chip)
+        write_plan(bus, plan)
+        got = rreg(bus, 0, N_REGS)
+        bad = [
+            f"0x{a:02X}: wrote 0x{v:02X}, read 0x{got[a]:02X}"
+            for a, v in sorted(plan.items())
+            if (got[a] ^ v) & _READBACK_MASK.get(a, 0xFF)
+        ]
+        if bad:
+            raise DeviceError(f"eeg chip {chip}: register read-back mismatch: {'; '.join(bad)}")
+    return ids
+
+
+def stream_info(settings: Ads1299Settings) -> StreamInfo:
+    """The ``eeg`` stream's description: device time is the sample index."""
+    n = settings.n_channels
+    return StreamInfo(
+        name="eeg",
+        fs_hz=float(settings.fs_hz),
+        channels=tuple(settings.channels),
+        units=("uV",) * n,
+        scale=tuple(float(x) for x in settings.uv_per_count()),
+        offset=(0.0,) * n,
+        device_time_unit="sample",
+    )
+
+
+def frames_to_block(raw: np.ndarray, index: np.ndarray, device_t: np.ndarray,
+                    host_t_ns: np.ndarray, settings: Ads1299Settings, scale: np.ndarray,
+                    counters: StreamCounters) -> SampleBlock | None:
+    """Raw chip frames ``(n, 27 * n_chips)`` -> one ``eeg`` SampleBlock, vectorised.
+
+    Frames whose status word lacks the ``1100`` header are dropped and counted
+    (``errors``, ``bad_header``); ``counters.samples`` counts what is delivered.
+    """
+    n = raw.shape[0]
+    status, counts = decode_frames(raw, settings.n_chips)
+    ok = ((status >> 20) == STATUS_HEADER).all(axis=1)
+    n_bad = int(n - ok.sum())
+    if n_bad:
+        counters.errors += n_bad
+        counters.extra["bad_header"] = counters.extra.get("bad_header", 0) + n_bad
+        status, counts = status[ok], counts[ok]
+        index, device_t, host_t_ns = index[ok], device_t[ok], host_t_ns[ok]
+    if not len(counts):
+        return None
+    packed = status[:, 0].copy()
+    if settings.n_chips >= 2:
+        packed |= ((status[:, 1] >> 12) & 0xFF) << 24
+    counters.samples += len(index)
+    return SampleBlock(
+        stream="eeg",
+        index=np.asarray(index, dtype=np.int64),
+        device_t=np.asarray(device_t, dtype=np.int64),
+        host_t_ns=np.asarray(host_t_ns, dtype=np.int64),
+        raw=counts,
+        values=counts * scale,
+        trigger=trigger_bits(status[:, 0]),
+        status=packed.astype(np.uint32),
+    )
 
 
 # ---------------------------------------------------------------- the driver
@@ -243,17 +371,8 @@ class Ads1299:
         self._start_pin = start_pin
         self.settings = settings
         self._drdy_rising = drdy_rising  # True when the line is configured active-low
-        n = settings.n_channels
         self._scale = settings.uv_per_count()
-        self.info = StreamInfo(
-            name="eeg",
-            fs_hz=float(settings.fs_hz),
-            channels=tuple(settings.channels),
-            units=("uV",) * n,
-            scale=tuple(float(x) for x in self._scale),
-            offset=(0.0,) * n,
-            device_time_unit="sample",
-        )
+        self.info = stream_info(settings)
         self.counters = StreamCounters(extra={
             "missed_drdy": 0, "overwritten": 0, "late_read": 0, "bad_header": 0,
             "drdy_timeouts": 0,
@@ -280,31 +399,7 @@ class Ads1299:
 
     def open(self) -> None:
         """Reset, stop continuous reads, identify every chip, configure and verify."""
-        self._reset()
-        for bus in self._spi:
-            bus.xfer(bytes([SDATAC]))  # the chip wakes in RDATAC, where RREG/WREG are ignored
-            bus.xfer(bytes([STOP]))
-        self.chip_ids = []
-        for chip, bus in enumerate(self._spi):
-            chip_id = self._rreg(bus, ID, 1)[0]
-            if chip_id != EXPECTED_ID:
-                what = KNOWN_IDS.get(chip_id, "an unknown part")
-                raise WrongDevice(
-                    f"eeg chip {chip}: ID register reads 0x{chip_id:02X} ({what}), expected "
-                    f"0x{EXPECTED_ID:02X} (ADS1299, 8 channels)"
-                )
-            self.chip_ids.append(chip_id)
-        for chip, bus in enumerate(self._spi):
-            plan = register_plan(self.settings, chip)
-            self._write_plan(bus, plan)
-            got = self._rreg(bus, 0, N_REGS)
-            bad = [
-                f"0x{a:02X}: wrote 0x{v:02X}, read 0x{got[a]:02X}"
-                for a, v in sorted(plan.items())
-                if (got[a] ^ v) & _READBACK_MASK.get(a, 0xFF)
-            ]
-            if bad:
-                raise DeviceError(f"eeg chip {chip}: register read-back mismatch: {'; '.join(bad)}")
+        self.chip_ids = configure_chips(self._spi, self.settings, self._reset_pin)
         if self._start_pin is not None:
             self._start_pin.set(0)
         self._opened = True
@@ -390,35 +485,6 @@ class Ads1299:
 
     # ---- internals
 
-    def _reset(self) -> None:
-        if self._reset_pin is not None:
-            # RESET low for >= 2 tCLK, then 18 tCLK before the first command: 1 ms is ample.
-            self._reset_pin.set(1)
-            self._reset_pin.set(0)
-            time.sleep(0.001)
-            self._reset_pin.set(1)
-        else:
-            for bus in self._spi:
-                bus.xfer(bytes([RESET]))
-        time.sleep(0.002)
-
-    @staticmethod
-    def _rreg(bus: SpiBus, addr: int, count: int) -> bytes:
-        out = bus.xfer(bytes([RREG | addr, count - 1]) + bytes(count))
-        return out[2:]
-
-    @staticmethod
-    def _write_plan(bus: SpiBus, plan: dict[int, int]) -> None:
-        # Contiguous runs in one WREG each (the read-only LOFF_STATP/N split the map).
-        addrs = sorted(plan)
-        run: list[int] = []
-        for a in [*addrs, -1]:
-            if run and a != run[-1] + 1:
-                bus.xfer(bytes([WREG | run[0], len(run) - 1, *(plan[r] for r in run)]))
-                run = []
-            if a >= 0:
-                run.append(a)
-
     def _on_drdy(self, edges: list[Edge]) -> None:
         """Account for a batch of DRDY edges and read the newest frame."""
         # Plain ints: usually one edge per wake, where numpy's per-call cost would dominate.
@@ -460,27 +526,6 @@ class Ads1299:
     def _flush(self) -> SampleBlock | None:
         n = self._n_acc
         self._n_acc = 0
-        status, counts = decode_frames(self._raw[:n], self.settings.n_chips)
-        ok = ((status >> 20) == STATUS_HEADER).all(axis=1)
-        n_bad = int(n - ok.sum())
-        if n_bad:
-            self.counters.errors += n_bad
-            self.counters.extra["bad_header"] += n_bad
-            status, counts = status[ok], counts[ok]
-        if not len(counts):
-            return None
-        index = self._idx[:n][ok].copy()
-        packed = status[:, 0].copy()
-        if self.settings.n_chips == 2:
-            packed |= ((status[:, 1] >> 12) & 0xFF) << 24
-        self.counters.samples += len(index)
-        return SampleBlock(
-            stream="eeg",
-            index=index,
-            device_t=index.copy(),
-            host_t_ns=self._t[:n][ok].copy(),
-            raw=counts,
-            values=counts * self._scale,
-            trigger=trigger_bits(status[:, 0]),
-            status=packed.astype(np.uint32),
-        )
+        index = self._idx[:n].copy()
+        return frames_to_block(self._raw[:n], index, index, self._t[:n].copy(), self.settings,
+                               self._scale, self.counters)

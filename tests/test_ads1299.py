@@ -127,7 +127,7 @@ def test_lead_off_and_trigger_bit_layout() -> None:
         ({"fs_hz": 300}, "fs_hz"),
         ({"gains": 3}, "gains"),
         ({"gains": (24,) * 7}, "gains"),
-        ({"n_chips": 3}, "n_chips"),
+        ({"n_chips": 9}, "n_chips"),
         ({"channels": ("a",) * 8}, "channels"),
         ({"n_chips": 2}, "channels"),
         ({"inputs": "floating"}, "inputs"),

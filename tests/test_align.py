@@ -128,9 +128,10 @@ def test_unknown_or_mismatched_streams_are_clear_errors():
 # ---------------------------------------------------------------- the sync bench
 
 
-def test_sync_bench_meets_its_targets(capsys):
+@pytest.mark.parametrize("eeg_link", ["bridge", "spi"])
+def test_sync_bench_meets_its_targets(capsys, eeg_link):
     rc = bench_sync.main(["--minutes", "2", "--drift-ppm", "100", "--jitter-ms", "2",
-                          "--seed", "3", "--json"])
+                          "--seed", "3", "--eeg-link", eeg_link, "--json"])
     assert rc == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(result) == {"eeg", "hub", "camera"}

@@ -20,11 +20,31 @@ def _sim_doc() -> dict:
         return tomllib.load(f)
 
 
-@pytest.mark.parametrize("name", ["sim", "sim-vga", "pi"])
-def test_shipped_examples_validate(name: str) -> None:
+@pytest.mark.parametrize(("name", "n_channels"), [("sim", 8), ("sim-vga", 8), ("pi", 8),
+                                                 ("sim-64", 64)])
+def test_shipped_examples_validate(name: str, n_channels: int) -> None:
     cfg = config.load(config.example_path(name))
     assert cfg.rig["id"]
-    assert len(cfg.eeg["channels"]) == 8
+    assert len(cfg.eeg["channels"]) == n_channels
+    assert config.eeg_link(cfg) == "bridge"  # every shipped rig has the EEG bridge
+
+
+@pytest.mark.parametrize(("backend", "link"), [("spi", "spi"), ("spidev", "spi"),
+                                               ("bridge", "bridge")])
+def test_sim_keeps_the_configs_eeg_front_end(backend: str, link: str) -> None:
+    doc = _sim_doc()
+    doc["eeg"]["backend"] = backend
+    cfg = config.parse(doc).with_all_simulated()
+    assert cfg.eeg["backend"] == "sim" and config.eeg_link(cfg) == link
+
+
+def test_per_channel_gains_and_feature_channels() -> None:
+    doc = _sim_doc()
+    doc["eeg"]["gain"] = [1, 2, 4, 6, 8, 12, 24, 24]
+    doc["features"] = {"eeg_channels": ["O1", "O2"]}
+    cfg = config.parse(doc)
+    assert cfg.eeg["gain"] == [1, 2, 4, 6, 8, 12, 24, 24]
+    assert cfg.features["eeg_channels"] == ["O1", "O2"]
 
 
 def test_defaults_fill_optional_keys() -> None:
@@ -42,7 +62,13 @@ def test_defaults_fill_optional_keys() -> None:
         ("hub", "baud", True, "hub.baud: expected an integer"),
         ("camera", "fps", 0, "camera.fps: must be at least 1"),
         ("eeg", "channels", ["Fp1"] * 8, "eeg.channels: channel names must be unique"),
-        ("eeg", "channels", ["a"] * 3, "eeg.channels: needs 8 to 16 entries"),
+        ("eeg", "channels", ["a"] * 3, "eeg.channels: needs 8 to 64 entries"),
+        ("eeg", "channels", [f"E{i}" for i in range(12)], "eeg.channels: 8 names per chip"),
+        ("eeg", "gain", 5, "eeg.gain: one value or one per channel (8)"),
+        ("eeg", "gain", [24] * 7, "eeg.gain: needs 8 to 64 entries"),
+        ("eeg", "gain", [24] * 9, "eeg.gain: one value or one per channel (8)"),
+        ("features", "eeg_channels", ["Cz"], "features.eeg_channels: ['Cz'] not in"),
+        ("sim", "eeg_link", "usb", "sim.eeg_link: must be one of bridge, spi"),
         ("gpio", "marker_data_lines", [5, "x"], "gpio.marker_data_lines[1]: expected an integer"),
         ("eeg", "fs_hzz", 1000, "eeg.fs_hzz: unknown key"),
     ],
@@ -70,10 +96,11 @@ def test_disabled_device_needs_no_required_keys() -> None:
     assert cfg.eeg["enabled"] is False
 
 
-def test_daisy_chain_needs_sixteen_channel_names() -> None:
+def test_two_chips_on_direct_spi_need_sixteen_channel_names() -> None:
     doc = _sim_doc()
+    doc["sim"]["eeg_link"] = "spi"
     doc["eeg"]["spi_devices"] = [0, 1]
-    with pytest.raises(config.ConfigError, match=r"2 chip\(s\) need 16 channel names"):
+    with pytest.raises(config.ConfigError, match=r"2 chip\(s\) on spi_devices need 16 channel"):
         config.parse(doc)
 
 
@@ -117,6 +144,16 @@ def test_cli_reports_unparseable_toml(tmp_path) -> None:
     assert "not valid TOML" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_direct_spi_beyond_two_chips_points_to_the_bridge() -> None:
+    doc = _sim_doc()
+    doc["eeg"]["backend"] = "spi"
+    doc["eeg"]["channels"] = [f"E{i}" for i in range(24)]
+    with pytest.raises(config.ConfigError, match=r"^eeg\.channels: 1 chip.*eeg\.backend"):
+        config.parse(doc)
+    doc["eeg"]["backend"] = "bridge"
+    assert len(config.parse(doc).eeg["channels"]) == 24
+
+
 def _cyton_doc() -> dict:
     with open(config.example_path("sim-cyton"), "rb") as f:
         return tomllib.load(f)
@@ -149,14 +186,17 @@ def test_what_a_cyton_link_cannot_carry_is_refused(key: str, value: object, mess
     assert str(err.value).startswith(message)
 
 
-def test_direct_mode_needs_its_drdy_line_and_a_cyton_does_not() -> None:
+def test_direct_mode_needs_its_drdy_line_and_the_bridge_and_a_cyton_do_not() -> None:
     doc = _sim_doc()
+    doc["sim"]["eeg_link"] = "spi"
     del doc["eeg"]["drdy_line"]
     with pytest.raises(config.ConfigError, match=r"^eeg\.drdy_line: missing \(required for "
-                                                 r"backend sim\)"):
+                                                 r"direct SPI\)"):
         config.parse(doc)
     doc["eeg"]["backend"] = "spi"
-    with pytest.raises(config.ConfigError, match="backend spi"):
+    with pytest.raises(config.ConfigError, match="direct SPI"):
         config.parse(doc)
+    doc["eeg"]["backend"] = "bridge"
+    assert config.parse(doc).eeg["drdy_line"] == -1
     assert "drdy_line" not in _cyton_doc()["eeg"]
     assert config.parse(_cyton_doc()).eeg["drdy_line"] == -1

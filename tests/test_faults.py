@@ -151,10 +151,13 @@ def test_hub_unplug_and_replug_shows_reconnects_and_counts_the_gap() -> None:
     assert flowing is not None and flowing - t_replug <= 3.0
     assert run.counters["hub"]["disconnects"] >= 1 and run.counters["hub"]["reconnects"] >= 1
     # The gap is counted in dropped: the samples the MCU took while unplugged, plus what
-    # was in flight in the pulled cable (a few ms).
+    # was in flight in the pulled cable: sent but still unread in the pty's kernel buffers
+    # (a few ms on a quiet host, 400 ms of it seen on a loaded one), at most what those
+    # buffers hold (64 KiB flip buffer + 4 KiB line discipline) in 43-byte DATA frames.
+    in_flight_max = (64 + 4) * 1024 // 43
     dropped = run.summary["streams"]["hub"]["dropped"]
     assert unsent >= 0.9 * 1000 * (t_replug - t_unplug) * 0.5
-    assert unsent <= dropped <= unsent + 100
+    assert unsent <= dropped <= unsent + in_flight_max
     assert t["received"] + dropped == t["last"] - t["first"] + 1
     _every_loss_counted(run, "hub")
     assert run.rate("hub", t_replug + 3.0, 13.0) >= 0.85 * NOMINAL["hub"]
@@ -166,7 +169,7 @@ def test_hub_unplug_and_replug_shows_reconnects_and_counts_the_gap() -> None:
 
 
 def test_eeg_drdy_stuck_shows_in_counters_and_stops_the_watchdog() -> None:
-    cfg = sim_config(camera=False)
+    cfg = sim_config(camera=False, eeg_link="spi")  # direct SPI: DRDY on the host
     stick_s = 3.0
     run = run_with_faults(10.0, [Fault(stick_s, "stick", lambda rig: rig.eeg.inject(
         "stick_drdy"))], cfg=cfg, processing=False)
@@ -184,6 +187,32 @@ def test_eeg_drdy_stuck_shows_in_counters_and_stops_the_watchdog() -> None:
     assert last.watchdog_pets <= pets_at_stall + 1  # no petting while stalled
     assert last.health["streams"]["eeg"]["flowing"] is False
     _unaffected(run, "hub", t_stick, 10.0)
+
+
+# ---------------------------------------------------------------------- (3c) EEG bridge
+
+
+def test_eeg_bridge_link_faults_are_counted_and_the_stream_recovers() -> None:
+    """Corrupted bytes, an MCU reset and an MCU that stops answering for 0.6 s, in one
+    run of the rig on the bridge (sim.toml's EEG front end)."""
+    def bridge(rig: Any) -> Any:
+        return rig.bench.eeg_bridge
+
+    faults = [Fault(2.0, "corrupt", lambda rig: bridge(rig).corrupt_responses(12)),
+              Fault(4.0, "reset", lambda rig: bridge(rig).reset()),
+              Fault(7.0, "silent", lambda rig: bridge(rig).stop_answering()),
+              Fault(7.6, "answers", lambda rig: bridge(rig).resume_answering())]
+    run = run_with_faults(12.0, faults, cfg=sim_config(camera=False), processing=False)
+    c = run.counters["eeg"]
+    _report("eeg_bridge", run, eeg_counters=c)
+    assert run.errors == []
+    assert c.get("crc_errors", 0) >= 6  # corrupted answers, read again
+    assert c.get("bridge_resets", 0) == 1  # reset seen, chips reconfigured, restarted
+    assert c.get("timeouts", 0) >= 1  # the silence, then picked up again
+    assert c.get("dropped", 0) == c.get("reset_gap", 0) + c.get("seq_gap", 0)
+    _every_loss_counted(run, "eeg")
+    assert run.rate("eeg", 9.0, 12.0) >= 0.9 * NOMINAL["eeg"]
+    _unaffected(run, "hub", 0.0, 12.0)
 
 
 # ---------------------------------------------------------------------- (4) camera

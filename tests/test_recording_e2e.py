@@ -2,6 +2,7 @@
 emulators' ground truth, rebuilt offline from their deterministic models.
 
 ``mmme-edge run --sim --duration 30`` records into a tmp dir; after ~6 s it is SIGKILLed.
+Once with the EEG behind the bridge (sim.toml's own front end) and once on direct SPI.
 The file must open, and every hub and EEG sample taken up to one second before the kill
 must be in it, bit-exact:
 
@@ -49,8 +50,11 @@ KILL_AFTER_S = 6.0
 LOSS_WINDOW_NS = 1_000_000_000  # the recorder may lose at most the last second
 
 
-def _sim_cfg() -> config.RigConfig:
-    return config.load(config.example_path("sim")).with_all_simulated()
+def _sim_text(link: str) -> str:
+    """sim.toml with the EEG front end ``link``: "bridge" (its own) or "spi" (direct)."""
+    text = config.example_path("sim").read_text()
+    return text.replace('eeg_link = "bridge"', f'eeg_link = "{link}"')
+
 
 
 # ----------------------------------------------------------------------- hub truth
@@ -112,12 +116,14 @@ def _eeg_truth(cfg: config.RigConfig, scenario, n: int) -> np.ndarray:
 # ----------------------------------------------------------------------- the run
 
 
-@pytest.fixture(scope="module")
-def killed(tmp_path_factory) -> dict:
+@pytest.fixture(scope="module", params=["bridge", "spi"])
+def killed(tmp_path_factory, request) -> dict:
     out = tmp_path_factory.mktemp("rec")
+    cfg_path = out.parent / f"sim-{request.param}.toml"
+    cfg_path.write_text(_sim_text(request.param))
     proc = subprocess.Popen(
-        [*CLI, "run", "--sim", "--duration", str(DURATION_S), "--quiet",
-         "--record-dir", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [*CLI, "run", "--sim", "--config", str(cfg_path), "--duration", str(DURATION_S),
+         "--quiet", "--record-dir", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while not list(out.glob("*.mcap")):  # opened: the devices are up
@@ -138,7 +144,8 @@ def killed(tmp_path_factory) -> dict:
             proc.kill()
             proc.wait(10)
     (path,) = out.glob("*.mcap")
-    return {"path": path, "kill_ns": kill_ns, "returncode": proc.returncode}
+    return {"path": path, "kill_ns": kill_ns, "returncode": proc.returncode,
+            "cfg": config.load(cfg_path).with_all_simulated()}
 
 
 def test_killed_recording_opens(killed) -> None:
@@ -153,7 +160,7 @@ def test_killed_recording_opens(killed) -> None:
 
 
 def test_every_hub_sample_up_to_a_second_before_the_kill_is_bit_exact(killed) -> None:
-    cfg = _sim_cfg()
+    cfg = killed["cfg"]
     sim = cfg.sim
     fs = int(cfg.hub["fs_hz"])
     hub = open_recording(killed["path"]).streams["hub"]
@@ -189,7 +196,7 @@ def test_every_hub_sample_up_to_a_second_before_the_kill_is_bit_exact(killed) ->
 
 
 def test_every_eeg_sample_up_to_a_second_before_the_kill_is_bit_exact(killed) -> None:
-    cfg = _sim_cfg()
+    cfg = killed["cfg"]
     scenario = load_scenario(cfg.sim, DURATION_S)
     if scenario.blinks:
         pytest.skip("blinks depend on the unrecorded conversion epoch: not exact offline")
@@ -228,7 +235,7 @@ def test_info_and_export_of_the_killed_file(killed, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     (bdf,) = out.glob("sub-*/ses-*/eeg/*_eeg.bdf")
     raw = mne.io.read_raw_bdf(bdf, preload=False, verbose="error")
-    cfg = _sim_cfg()
+    cfg = killed["cfg"]
     assert raw.ch_names[:8] == list(cfg.eeg["channels"])
     codes = {d for d in raw.annotations.description if d.startswith("marker ")}
     rec = open_recording(path)

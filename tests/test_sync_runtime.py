@@ -47,7 +47,6 @@ class _Probe:
 
     def __init__(self) -> None:
         self.eeg_index: list[np.ndarray] = []
-        self.eeg_host: list[np.ndarray] = []
         self.frames: list[tuple[int, int]] = []
         self.markers: list[Marker] = []
         self.pulse_at_k: dict[str, int] = {}
@@ -62,7 +61,6 @@ class _Probe:
     def on_block(self, block: SampleBlock) -> None:
         if block.stream == "eeg":
             self.eeg_index.append(np.asarray(block.index).copy())
-            self.eeg_host.append(np.asarray(block.host_t_ns).copy())
         self._check_quality()
 
     def on_frame(self, frame: Frame) -> None:
@@ -90,7 +88,11 @@ def live():
         finally:
             session.stop()
         hub_truth = rig.bench.hub.truth_table()
+        # The EEG's true conversion instants, from the chips behind the bench's bridge.
+        idx = np.concatenate(probe.eeg_index)
+        eeg_true = rig.bench.eeg_bridge.chips[0].sample_instants(0, int(idx.max()) + 1)[idx]
         yield {"cfg": cfg, "rig": rig, "keeper": keeper, "probe": probe, "tally": tally,
+               "eeg_truth": (idx.astype(np.float64), eeg_true.astype(np.float64)),
                "hub_truth": hub_truth, "runtime": runtime}
     finally:
         rig.close()
@@ -127,12 +129,6 @@ def test_fitted_drift_matches_the_bench_crystals(live) -> None:
     assert np.max(np.abs(err_ms)) < 1e3 / 150, np.max(np.abs(err_ms))
 
 
-def _eeg_truth(probe: _Probe) -> tuple[np.ndarray, np.ndarray]:
-    idx = np.concatenate(probe.eeg_index)
-    host = np.concatenate(probe.eeg_host)
-    return idx.astype(np.float64), host.astype(np.float64)
-
-
 def test_markers_land_within_a_millisecond_through_eeg_and_hub(live) -> None:
     keeper, probe, rig = live["keeper"], live["probe"], live["rig"]
     expected = rig.bench.expected_markers
@@ -140,7 +136,7 @@ def test_markers_land_within_a_millisecond_through_eeg_and_hub(live) -> None:
     got = {(m.code, m.t_ns) for m in probe.markers}
     seen = [m for m in expected if (m.code, m.t_ns) in got]
     assert len(seen) >= 3
-    eeg_idx, eeg_host = _eeg_truth(probe)  # sim DRDY edges are the conversion instants
+    eeg_idx, eeg_host = live["eeg_truth"]
     hub = live["hub_truth"]
     origin = rig.pulser.origin_ns
     t_lo, t_hi = origin + WARMUP_S * 1e9, min(eeg_host[-1], hub["host_ns"][-1]) - 1e9
@@ -168,8 +164,8 @@ def test_markers_land_within_a_millisecond_through_eeg_and_hub(live) -> None:
 
 
 def test_aligner_windows_are_on_the_common_clock(live) -> None:
-    keeper, probe = live["keeper"], live["probe"]
-    _, eeg_host = _eeg_truth(probe)
+    keeper = live["keeper"]
+    _, eeg_host = live["eeg_truth"]
     t1 = int(eeg_host[-1]) - 2_000_000_000
     t0 = t1 - 1_000_000_000
     t_ns, values = keeper.aligner.window("eeg", t0, t1)

@@ -52,7 +52,8 @@ def test_an_unreadable_cache_is_no_verdict(private_cache: Path) -> None:
 
 def test_run_warns_at_start_when_the_selftest_found_direct_mode_cannot_hold(
         capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = config.load(config.example_path("sim"))  # eeg.backend "sim": direct mode's emulator
+    cfg = config.load(config.example_path("sim"))
+    cfg = dataclasses.replace(cfg, sim={**cfg.sim, "eeg_link": "spi"})  # direct mode, emulated
     wakeup.save(floor(7))
     warn_if_direct_mode_cannot_hold(cfg)
     err = capsys.readouterr().err
@@ -62,9 +63,10 @@ def test_run_warns_at_start_when_the_selftest_found_direct_mode_cannot_hold(
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.parametrize("name", ["sim-cyton", "sim", "pi"])  # Cyton; the EEG bridge
 def test_run_does_not_check_the_host_for_a_buffered_backend(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = config.load(config.example_path("sim-cyton"))
+        capsys: pytest.CaptureFixture[str], name: str) -> None:
+    cfg = config.load(config.example_path(name))
     wakeup.save(floor(7, fs_hz=float(cfg.eeg["fs_hz"])))
     warn_if_direct_mode_cannot_hold(cfg)
     assert capsys.readouterr().err == ""

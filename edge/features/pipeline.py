@@ -57,6 +57,7 @@ class FeatureConfig:
     mains_hz: float = 50.0  # 50 or 60
     ppg_inverted: bool = False  # the PPG sensor's output falls as blood volume rises
     eeg_frontal: tuple[str, ...] | None = None  # default: Fp*, AF*, F7/F8/F3/F4/Fz
+    eeg_channels: tuple[str, ...] | None = None  # EEG band features on these only (None: all)
     eeg_adc_bits: int | None = 24  # raw at the rail of this two's complement width: saturated
     hub_adc_bits: int | None = None
     limits: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
@@ -117,8 +118,19 @@ class FeaturePipeline:
         self.latest: dict[str, Feature] = {}
         self._latest_ns = 0
         self._eeg_stream = eeg.name if eeg is not None else None
+        self._eeg_cols: np.ndarray | None = None
         if eeg is not None:
-            self.eeg = EegFeatures(eeg.fs_hz, eeg.channels, cfg.mains_hz, cfg.eeg_frontal)
+            picked = eeg.channels
+            if cfg.eeg_channels:
+                missing = [c for c in cfg.eeg_channels if c not in eeg.channels]
+                if missing:
+                    raise ValueError(f"eeg_channels: {missing} not among the EEG's channels")
+                picked = tuple(cfg.eeg_channels)
+                self._eeg_cols = np.array([eeg.channels.index(c) for c in picked])
+            frontal = cfg.eeg_frontal
+            if frontal is not None:
+                frontal = tuple(c for c in frontal if c in picked)
+            self.eeg = EegFeatures(eeg.fs_hz, picked, cfg.mains_hz, frontal)
             self._quality[eeg.name] = self._make_quality(eeg, ["eeg"] * len(eeg.channels))
         if hub is not None:
             # Names as the hub declares them, matched case-insensitively ("ECG" or "ecg").
@@ -166,6 +178,8 @@ class FeaturePipeline:
         out: list[Feature] = []
         if is_eeg:
             assert self.eeg is not None
+            if self._eeg_cols is not None:  # band features on the configured channels only
+                x, bad = x[:, self._eeg_cols], bad[:, self._eeg_cols]
             out = self.eeg.update(t, x, bad)
         else:
             out = self._hub_update(t, x, bad)

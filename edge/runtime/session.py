@@ -84,6 +84,7 @@ class Session:
     outlet: Any
     processing: Processing | None
     runtime: Runtime
+    data_dir: Path | None = None  # recordings; `mmme-fleet offload` leaves its state there
     proc: psutil.Process = field(default_factory=lambda: psutil.Process(os.getpid()))
     _health_last: dict[str, Any] = field(default_factory=dict)
     _closed: bool = False
@@ -95,9 +96,16 @@ class Session:
 
     def health(self, last: dict[str, Any] | None = None) -> dict[str, Any]:
         """The ``health`` body; ``last`` keeps a caller's own previous figures for rates."""
-        return health_body(self.tally, self.rig, self.proc, self.outlet,
+        body = health_body(self.tally, self.rig, self.proc, self.outlet,
                            self.controls.recording, self.keeper,
                            self._health_last if last is None else last, self.runtime)
+        if self.data_dir is not None:
+            from fleet.offload import read_state  # recordings home: what it last wrote
+
+            offload = read_state(self.data_dir)
+            if offload is not None:
+                body["offload"] = offload
+        return body
 
     def record_event(self, kind: str, payload: dict[str, Any], t_ns: int) -> None:
         if self.controls.recording is not None:
@@ -196,13 +204,14 @@ def build_session(cfg: RigConfig, rig: Rig, *, record_dir: str | Path | None = N
         proc_sink = Processing(
             infos, float(cfg.camera["fps"]), outlet, fusion=fusion,
             mains_hz=float(cfg.features["mains_hz"]),
+            eeg_channels=tuple(cfg.features["eeg_channels"]),
             ppg_inverted=bool(cfg.features["ppg_inverted"]),
             health=lambda: late["session"].health(),
             record_event=lambda *a: late["session"].record_event(*a), remap=keeper.remap)
         sinks.append(proc_sink)
         late["processing"] = proc_sink
     late["session"] = session = Session(cfg, rig, tally, keeper, controls, outlet, proc_sink,
-                                        Runtime(rig, sinks))
+                                        Runtime(rig, sinks), data_dir=out_dir)
     return session
 
 

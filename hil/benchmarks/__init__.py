@@ -34,4 +34,6 @@ REGISTRY: dict[str, Bench] = {b.name: b for b in (
     # the host's own floor for the EEG reader, beside the rig's loss
     Bench("wakeup", ("--json",), "the host's wake floor for a 1 kHz reader"),
     Bench("real", ("--json",), "features on real recordings against offline references"),
+    Bench("fleet", ("--rigs", "50", "--json"),
+          "50 rigs -> Mosquitto -> 2 ingest workers (one SIGKILLed) -> PostgreSQL"),
 )}

@@ -1,7 +1,8 @@
 """How well does one clock align every stream? Drifting crystals, host jitter, ground truth.
 
     mmme-hil bench sync [--minutes M] [--drift-ppm P] [--jitter-ms J] [--seed S]
-                        [--jitter-model tail|uniform] [--read-delay-s D] [--faults] [--json]
+                        [--jitter-model tail|uniform] [--read-delay-s D] [--faults]
+                        [--eeg-link bridge|spi] [--json]
 
 Offline and faster than real time. The host's sync pulse train (``sensors.sync_code``:
 a rise every 1.000 s, pulse k high for ``width_ns(k)``) is driven onto a
@@ -28,7 +29,13 @@ value. ``actual`` is when the line changed, ``recorded`` what the host believes:
   that carries the code is off by the same error.
 
 Delivery: 100 ms blocks arrive 0.05..3 ms (EEG, DRDY stamped), 2..30 ms (hub, serial) and
-5..15 ms (camera) after their newest sample; these feed the coarse model.
+5..15 ms (camera) after their newest sample; these feed the coarse model. With
+``--eeg-link bridge`` (the default, ``sensors.eeg_bridge``) the EEG comes in the bridge's
+bursts instead: one block per drain, every 10..50 ms (uniform per drain), stamped
+0.05..2 ms after its newest sample (the driver maps the bridge's microsecond counter to
+the end of the SPI read); device time is the sample index either way, and a bridge
+reset (``--faults``) restarts it as the chip reset does. ``--eeg-link spi`` is the direct
+reader above.
 
 Pipeline per block and stream, as the rig runs it: ``ClockModel.note_arrival``,
 ``sensors.trigger.PulseDecoder.feed`` on the sync bit, rise moved back half a sample
@@ -258,7 +265,7 @@ def _model_for(dev: Device) -> ClockModel:
 
 def run(minutes: float, drift_ppm: float, jitter_ms: float, *, seed: int = 1,
         jitter_model: str = "tail", read_delay_s: float = 2.0, warmup_s: float = 10.0,
-        faults: bool = False) -> dict:
+        faults: bool = False, eeg_link: str = "bridge") -> dict:
     """Simulate a session and score it; returns per-stream figures and model states."""
     rng = np.random.default_rng(seed)
     duration_ns = int(minutes * 60e9)
@@ -288,8 +295,13 @@ def run(minutes: float, drift_ppm: float, jitter_ms: float, *, seed: int = 1,
         seg_marker = np.full(marker_ns.size, -1)
         next_pulse = next_marker = 0  # next to score at the read delay
         edges = np.arange(H0_NS, end_ns + BLOCK_NS, BLOCK_NS)
+        if name == "eeg" and eeg_link == "bridge":  # the bridge's drains: 10..50 ms bursts
+            steps = rng.uniform(10e6, 50e6, int(duration_ns / 10e6) + 2).astype(np.int64)
+            edges = H0_NS + np.r_[0, np.cumsum(steps)]
+            edges = edges[edges <= end_ns + 50_000_000]
         cuts = np.searchsorted(dev.host_true_ns, edges)
-        lat = rng.uniform(*latency_ns[name], edges.size)
+        span = (5e4, 2e6) if name == "eeg" and eeg_link == "bridge" else latency_ns[name]
+        lat = rng.uniform(*span, edges.size)
         for b in range(edges.size - 1):
             lo, hi = cuts[b], cuts[b + 1]
             t_end = int(edges[b + 1])
@@ -394,7 +406,8 @@ def _summary(name: str, s: Scores, model: ClockModel, dev: Device) -> dict:
 def _table(res: dict, args: argparse.Namespace) -> str:
     head = (f"sync bench: {args.minutes:g} min, crystals +-{args.drift_ppm:g} ppm, host jitter "
             f"up to {args.jitter_ms:g} ms ({args.jitter_model}), read delay "
-            f"{args.read_delay_s:g} s, faults {'on' if args.faults else 'off'}, seed {args.seed}")
+            f"{args.read_delay_s:g} s, faults {'on' if args.faults else 'off'}, seed {args.seed}, "
+            f"EEG via {args.eeg_link}")
     cols = ("stream", "pulses", "p50 ms", "p99 ms", "max ms", "online p99", "marker p99",
             "target", "met", "ppm true/fit", "segs", "rejected")
     rows = [cols]
@@ -420,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup-s", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--faults", action="store_true")
+    p.add_argument("--eeg-link", choices=("bridge", "spi"), default="bridge",
+                   help="EEG delivery: the bridge's FIFO bursts, or the direct DRDY reader")
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
     try:
         args = p.parse_args(argv)
@@ -430,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     res = run(args.minutes, args.drift_ppm, args.jitter_ms, seed=args.seed,
               jitter_model=args.jitter_model, read_delay_s=args.read_delay_s,
-              warmup_s=args.warmup_s, faults=args.faults)
+              warmup_s=args.warmup_s, faults=args.faults, eeg_link=args.eeg_link)
     print(_table(res, args))
     if args.json:
         print(json.dumps(res))

@@ -249,6 +249,11 @@ class Ads1299Emulator:
         with self._lock:
             self._stuck_k = None
 
+    @property
+    def drdy_stuck_after(self) -> int | None:
+        """The last sample index DRDY announced before it stuck (None: DRDY toggles)."""
+        return self._stuck_k
+
     def set_drift(self, ppm: float) -> None:
         """Fault: the crystal's frequency error becomes ``ppm`` from now on (continuous)."""
         with self._lock:
@@ -270,6 +275,38 @@ class Ads1299Emulator:
         """Newest sample index ready at host time ``t_ns`` (-1 if none)."""
         with self._lock:
             return self._latest_k(t_ns)
+
+    def frames(self, first_index: int, n: int, ready_k: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """What the output register held at each of samples ``first_index .. + n - 1`` of
+        the current run: their DRDY host instants ``(n,)`` int64 and 27-byte frames
+        ``(n, 27)`` uint8. A microcontroller reading at every DRDY gets exactly these
+        (hil.sim.eeg_bridge). The samples must have been produced already; ``ready_k``
+        (the newest sample a chip on the same crystal reported ready) spares the check."""
+        with self._lock:
+            run = self._run
+            if run is None:
+                raise ValueError("frames: the chip is not converting")
+            k = np.arange(first_index, first_index + n, dtype=np.int64)
+            newest = ready_k if ready_k is not None else self._latest_k(monotonic_ns())
+            if n and (first_index < 0 or k[-1] > newest):
+                raise ValueError(f"frames: samples {first_index}..{first_index + n - 1} "
+                                 "not produced yet")
+            if not n:
+                return np.zeros(0, np.int64), np.zeros((0, 27), np.uint8)
+            t, data, _ = self._gather(run, k)
+            st = self._status(run, k, t)
+            head = np.stack([(st >> 16) & 0xFF, (st >> 8) & 0xFF, st & 0xFF], axis=-1)
+            return t.copy(), np.concatenate([head.astype(np.uint8), data], axis=1)
+
+    def sample_instants(self, first_index: int, n: int) -> np.ndarray:
+        """Host ns of the conversion instants (DRDY) of samples ``first_index .. + n - 1``
+        of the current (or, once stopped, the last) run."""
+        with self._lock:
+            run = self._run or self._last_run
+            if run is None:
+                raise ValueError("sample_instants: no conversion run yet")
+            return self._instants(run, np.arange(first_index, first_index + n, dtype=np.int64))
 
     def truth(self, first_index: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Ground truth of produced samples: status ``(n,)`` uint32, counts ``(n, 8)`` int32."""

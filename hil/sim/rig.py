@@ -33,6 +33,7 @@ from hil.sim.ads1299 import (
 from hil.sim.camera import SimCamera
 from hil.sim.crystal import Crystal
 from hil.sim.cyton import CytonEmulator
+from hil.sim.eeg_bridge import EegBridgeEmulator
 from hil.sim.hub import HubEmulator
 from hil.sim.marker_source import schedule_markers
 from hil.sim.playback import REPLAY_START_S, PlaybackCamera, ReplayPlan, plan_replay
@@ -50,12 +51,16 @@ from hil.sim.wire import (
 from sensors.ads1299 import Ads1299, Ads1299Settings
 from sensors.blocks import Marker, monotonic_ns
 from sensors.camera import buffers_for
+from sensors.eeg_bridge import EegBridge, LinkSettings
 
 LEAD_IN_S = 0.5  # scenario t = 0 this long after the bench is built (drivers open first)
 # Device clocks at scenario t = 0: each device booted a while before (a real MCU's uptime,
 # a sensor's timestamp counter), so a driver that starts early never sees negative time.
 HUB_UPTIME_S = 7.0
 CAMERA_UPTIME_S = 3.0
+BRIDGE_UPTIME_S = 11.0
+BRIDGE_MCU_PPM = -35.0  # the bridge MCU's crystal; the chips have eeg_drift_ppm
+BRIDGE_HISTORY_S = 10.0  # emulator sample history (the bridge reads within its 1-s FIFO)
 
 
 def load_scenario(sim: dict[str, Any], duration_s: float) -> Scenario:
@@ -91,6 +96,28 @@ class EegSim:
     input_noise_uv: float = SHORTED_NOISE_UV
 
 
+def build_sim_bridge_bus(sim: EegSim, settings: Ads1299Settings, wire: Wire | None = None
+                         ) -> EegBridgeEmulator:
+    """The EEG bridge's MCU in front of emulated chips (one crystal), as an SpiBus."""
+    wire = wire if wire is not None else Wire.attach(sim.wire)
+    crystal = Crystal(ppm=sim.ppm, origin_host_ns=sim.t0_ns)
+    names = tuple(settings.channels)
+    chips = [
+        Ads1299Emulator(crystal, wire, sim.scenario, seed=sim.seed, chip_index=i,
+                        t0_ns=sim.t0_ns, channels=names[8 * i: 8 * i + 8],
+                        chip_id=sim.chip_id, history_s=BRIDGE_HISTORY_S,
+                        source=sim.source, input_noise_uv=sim.input_noise_uv)
+        for i in range(settings.n_chips)
+    ]
+    mcu = Crystal(ppm=BRIDGE_MCU_PPM, origin_host_ns=sim.t0_ns, origin_device_s=BRIDGE_UPTIME_S)
+    return EegBridgeEmulator(chips, mcu, seed=sim.seed)
+
+
+def build_sim_bridge(sim: EegSim, settings: Ads1299Settings, link: LinkSettings) -> EegBridge:
+    """The bridge driver on an emulated bridge; runs inside an acquisition process."""
+    return EegBridge(build_sim_bridge_bus(sim, settings), settings, link)
+
+
 def build_sim_eeg(sim: EegSim, settings: Ads1299Settings) -> Ads1299:
     """The real ADS1299 driver on emulated chips; runs inside the acquisition process."""
     wire = Wire.attach(sim.wire)
@@ -115,6 +142,7 @@ class SimBench:
     t0_ns: int
     wire: Wire
     eeg: EegSim | None = None
+    eeg_bridge: EegBridgeEmulator | None = None  # built by eeg_bridge_bus (fault hooks)
     cyton: CytonEmulator | None = None  # eeg.backend "sim-cyton": the board on a pty
     hub: HubEmulator | None = None
     camera: SimCamera | PlaybackCamera | None = None
@@ -191,6 +219,23 @@ class SimBench:
             raise RuntimeError("the bench has no EEG")
         return functools.partial(build_sim_eeg, self.eeg, settings)
 
+    def eeg_bridge_bus(self, settings: Ads1299Settings) -> EegBridgeEmulator:
+        """The EEG bridge's MCU in front of emulated chips, as the bridge's SpiBus.
+
+        It runs in this process (the driver drains it from a pump thread); the chips
+        share one crystal, the MCU has its own."""
+        if self.eeg is None:
+            raise RuntimeError("the bench has no EEG")
+        self.eeg_bridge = build_sim_bridge_bus(self.eeg, settings, self.wire)
+        return self.eeg_bridge
+
+    def eeg_bridge_factory(self, settings: Ads1299Settings, link: LinkSettings
+                           ) -> Callable[[], EegBridge]:
+        """A picklable recipe for the bridge driver on an emulated bridge (for an
+        acquisition process; the fault hooks then live in that process)."""
+        if self.eeg is None:
+            raise RuntimeError("the bench has no EEG")
+        return functools.partial(build_sim_bridge, self.eeg, settings, link)
     def cyton_port(self) -> str:
         if self.cyton is None:
             raise RuntimeError("the bench has no Cyton")
