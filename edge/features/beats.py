@@ -81,6 +81,11 @@ class BeatStep(OneSecondPieces):
         x, self._last = fill_nonfinite(x.astype(float), self._last)
         self.ring.push(t_ns, self._columns(x), bad[:, None])
         self._latest_ns = int(t_ns[-1])
+        return self._detect()
+
+    def _detect(self) -> list[Feature]:
+        """Beats and ticks the rows now in the ring decide: candidates are local maxima of
+        column 1 (a subclass with another detector overrides this)."""
         out: list[Feature] = []
         cands, self._done = local_max_candidates(self.ring, 1, self._done, self.w)
         for p in cands:

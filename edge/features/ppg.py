@@ -37,7 +37,6 @@ from .base import (
     Feature,
     SosStream,
     butter,
-    fill_nonfinite,
     reason_of,
     union_bits,
 )
@@ -87,12 +86,8 @@ class PpgFeatures(BeatStep):
         y = self.bp.update(xs)
         return np.column_stack((xs, y))
 
-    def _update(self, t_ns: np.ndarray, x: np.ndarray, bad: np.ndarray) -> list[Feature]:
-        if x.shape[0] == 0:
-            return []
-        x, self._last = fill_nonfinite(x.astype(float), self._last)
-        self.ring.push(t_ns, self._columns(x), bad[:, None])
-        self._latest_ns = int(t_ns[-1])
+    def _detect(self) -> list[Feature]:
+        """Elgendi's blocks of interest over the rows both averages now decide."""
         out: list[Feature] = []
         stop = self.ring.total - self.h2  # rows whose both averages are complete
         base = self.ring.total - self.ring.n
