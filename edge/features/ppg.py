@@ -37,7 +37,7 @@ from .base import (
     Feature,
     SosStream,
     butter,
-    reason_of,
+    tick_window,
     union_bits,
 )
 from .beats import BeatStep
@@ -218,11 +218,10 @@ class PpgFeatures(BeatStep):
         return bool(np.nanmean(corr) >= 0.86) if np.isfinite(corr).any() else False
 
     def _tick(self, k: int) -> list[Feature]:
-        t, _, b = self.ring.rows(k - self.tick, k)
-        if t.size == 0:
+        window = tick_window(self.ring, k, self.tick)
+        if window is None:
             return []
-        t_end = int(t[-1])
-        reason = reason_of(union_bits(b))
+        t_end, _, reason = window
         if reason == OK and any(r0 < k and r1 > k - self.tick for r0, r1 in self._motion):
             reason = MOTION
         if reason == OK and k <= self.warm:
