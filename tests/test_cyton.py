@@ -13,12 +13,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import driver_runs
 import numpy as np
 import pytest
+from driver_runs import cat
 
 from hil.sim.crystal import Crystal
 from hil.sim.cyton import CytonEmulator
@@ -44,28 +45,15 @@ def daisy_board() -> Iterator[CytonEmulator]:
         yield emu
 
 
+POLL_S = 0.02
+
+
 def collect(drv: Cyton, seconds: float) -> list[SampleBlock]:
-    blocks: list[SampleBlock] = []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        blocks += drv.poll(0.02)
-    return blocks
+    return driver_runs.collect(drv, seconds, POLL_S)
 
 
-def run(drv: Cyton, seconds: float, during: object = None) -> list[SampleBlock]:
-    drv.open()
-    drv.start()
-    try:
-        blocks = collect(drv, seconds)
-    finally:
-        drv.stop()
-    blocks += drv.poll(0.0)
-    drv.close()
-    return blocks
-
-
-def cat(blocks: list[SampleBlock], field: str) -> np.ndarray:
-    return np.concatenate([getattr(b, field) for b in blocks])
+def run(drv: Cyton, seconds: float) -> list[SampleBlock]:
+    return driver_runs.run(drv, seconds, POLL_S)
 
 
 def packet(counter: int, counts: list[int], footer: int = 0xC0, aux: bytes = bytes(6)) -> bytes:

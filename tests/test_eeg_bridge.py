@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from driver_runs import cat
 
 from hil.sim.ads1299 import Ads1299Emulator
 from hil.sim.crystal import Crystal
@@ -50,10 +51,6 @@ def collect(drv: EegBridge, seconds: float) -> list[SampleBlock]:
         blocks += drv.poll(0.05)
         assert time.monotonic() - t < 0.5, "poll must return within its timeout"
     return blocks
-
-
-def cat(blocks: list[SampleBlock], field: str) -> np.ndarray:
-    return np.concatenate([getattr(b, field) for b in blocks])
 
 
 def truth_of(emu: EegBridgeEmulator, k: np.ndarray) -> np.ndarray:
