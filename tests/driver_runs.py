@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -19,16 +21,25 @@ def collect(drv: SampleDriver, seconds: float, poll_s: float = 0.05) -> list[Sam
     return blocks
 
 
-def run(drv: SampleDriver, seconds: float, poll_s: float = 0.05) -> list[SampleBlock]:
-    """Open, stream ``seconds``, stop, and close ``drv``: every block it delivered."""
+@contextmanager
+def streaming(drv: SampleDriver) -> Iterator[list[SampleBlock]]:
+    """Open and start ``drv`` for the body to add its blocks to the list yielded; on
+    leaving, stop it, add what it still held, and close it."""
+    blocks: list[SampleBlock] = []
     drv.open()
     drv.start()
     try:
-        blocks = collect(drv, seconds, poll_s)
+        yield blocks
     finally:
         drv.stop()
-    blocks += drv.poll(0.0)
-    drv.close()
+        blocks += drv.poll(0.0)
+        drv.close()
+
+
+def run(drv: SampleDriver, seconds: float, poll_s: float = 0.05) -> list[SampleBlock]:
+    """Open, stream ``seconds``, stop, and close ``drv``: every block it delivered."""
+    with streaming(drv) as blocks:
+        blocks += collect(drv, seconds, poll_s)
     return blocks
 
 
