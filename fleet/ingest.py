@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import ssl
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -38,7 +37,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.mqtt import messages
-from edge.mqtt.publisher import read_credentials
+from edge.mqtt.publisher import secure_client
 from fleet import db
 
 log = logging.getLogger(__name__)
@@ -266,13 +265,7 @@ class IngestWorker:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=s.client_id,
                              protocol=mqtt.MQTTv5, manual_ack=True)
         client.reconnect_delay_set(0.2, 5)
-        if s.tls:
-            ctx = ssl.create_default_context(cafile=s.ca_file or None)
-            if s.cert_file:
-                ctx.load_cert_chain(s.cert_file, s.key_file or None)
-            client.tls_set_context(ctx)
-        if s.credentials_file:
-            client.username_pw_set(*read_credentials(s.credentials_file))
+        secure_client(client, s.tls, s.ca_file, s.cert_file, s.key_file, s.credentials_file)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

@@ -62,7 +62,8 @@ import numpy as np
 import serial
 
 from sensors.blocks import SampleBlock, StreamCounters, StreamInfo, monotonic_ns
-from sensors.errors import DeviceError, DeviceNotFound, DeviceTimeout, WrongDevice
+from sensors.errors import DeviceError, DeviceTimeout, WrongDevice
+from sensors.serial_link import IO_ERRORS, close_port, open_port, reconnect_due
 
 HEADER = 0xA0
 PACKET_BYTES = 33
@@ -77,7 +78,6 @@ RATE_CODES = {16000: 0, 8000: 1, 4000: 2, 2000: 3, 1000: 4, 500: 5, 250: 6}
 CHANNEL_KEYS = "12345678QWERTYUI"  # channel 1..8 on the board, 9..16 on the Daisy
 EOT = b"$$$"
 DIGITAL_PINS = ("D11", "D12", "D13", "D17", "D18")  # aux bytes 0..4 in digital mode
-_IO_ERRORS = (serial.SerialException, OSError, ValueError, TypeError)
 _READ_CHUNK = 65536
 
 
@@ -276,11 +276,7 @@ class Cyton:
 
     def _open_port(self) -> None:
         s = self.settings
-        try:
-            self._port = serial.serial_for_url(s.port, baudrate=s.baud, timeout=0,
-                                               write_timeout=s.reply_timeout_s, exclusive=True)
-        except _IO_ERRORS as exc:
-            raise DeviceNotFound(f"cyton: cannot open serial port {s.port!r}: {exc}") from exc
+        self._port = open_port("cyton", s.port, s.baud, s.reply_timeout_s)
 
     def _configure(self) -> None:
         """Soft reset, identify, channel count, rate, digital mode, channel settings."""
@@ -385,11 +381,8 @@ class Cyton:
         self._next_attempt = time.monotonic() + self.settings.reconnect_interval_s
 
     def _reconnect_when_due(self, timeout_s: float) -> None:
-        wait = self._next_attempt - time.monotonic()
-        if wait > 0:
-            time.sleep(min(wait, max(timeout_s, 0.0)))
-            if time.monotonic() < self._next_attempt:
-                return
+        if not reconnect_due(self._next_attempt, timeout_s):
+            return
         self._next_attempt = time.monotonic() + self.settings.reconnect_interval_s
         try:
             self._open_port()
@@ -408,7 +401,7 @@ class Cyton:
             raise DeviceTimeout(f"cyton at {self.settings.port!r}: port is not open")
         try:
             self._port.write(data)
-        except _IO_ERRORS as exc:
+        except IO_ERRORS as exc:
             raise DeviceTimeout(f"cyton at {self.settings.port!r}: write failed: {exc}") from exc
 
     def _command(self, cmd: bytes, what: str) -> str:
@@ -429,7 +422,7 @@ class Cyton:
             self._wait_readable(port, min(left, 0.05))
             try:
                 text += port.read(4096)
-            except _IO_ERRORS as exc:
+            except IO_ERRORS as exc:
                 raise DeviceTimeout(f"cyton at {self.settings.port!r}: read failed: {exc}") from exc
         return text[: text.index(EOT) + 3].decode("ascii", errors="replace")
 
@@ -447,13 +440,11 @@ class Cyton:
 
     def _discard_input(self) -> None:
         if self._port is not None:
-            with contextlib.suppress(*_IO_ERRORS):
+            with contextlib.suppress(*IO_ERRORS):
                 self._port.reset_input_buffer()
 
     def _close_port(self) -> None:
-        if self._port is not None:
-            with contextlib.suppress(*_IO_ERRORS):
-                self._port.close()
+        close_port(self._port)
         self._port = None
 
     @staticmethod
@@ -480,7 +471,7 @@ class Cyton:
                 if len(data) < _READ_CHUNK:
                     drained = True
                     break
-        except _IO_ERRORS:
+        except IO_ERRORS:
             self._lost()
             return
         if total:

@@ -30,9 +30,9 @@ import serial
 
 from sensors import hub_protocol as hp
 from sensors.blocks import SampleBlock, StreamCounters, StreamInfo, monotonic_ns
-from sensors.errors import DeviceError, DeviceNotFound, DeviceTimeout, WrongDevice
+from sensors.errors import DeviceError, DeviceTimeout, WrongDevice
+from sensors.serial_link import IO_ERRORS, close_port, open_port, reconnect_due
 
-_IO_ERRORS = (serial.SerialException, OSError, ValueError, TypeError)
 _READ_CHUNK = 65536
 
 
@@ -120,22 +120,14 @@ class Hub:
     # ------------------------------------------------------------ port
     def _open_port(self) -> None:
         s = self.settings
-        try:
-            self._port = serial.serial_for_url(
-                s.port, baudrate=s.baud, timeout=0, write_timeout=s.reply_timeout_s,
-                exclusive=True,
-            )
-        except _IO_ERRORS as exc:
-            raise DeviceNotFound(f"hub: cannot open serial port {s.port!r}: {exc}") from exc
-        with contextlib.suppress(*_IO_ERRORS):
+        self._port = open_port("hub", s.port, s.baud, s.reply_timeout_s)
+        with contextlib.suppress(*IO_ERRORS):
             self._port.reset_input_buffer()
         self._parser.clear_buffer()
         self._rx_bytes = 0
 
     def _close_port(self) -> None:
-        if self._port is not None:
-            with contextlib.suppress(*_IO_ERRORS):
-                self._port.close()
+        close_port(self._port)
         self._port = None
 
     def _lost(self) -> None:
@@ -146,11 +138,8 @@ class Hub:
         self._next_attempt = time.monotonic() + self.settings.reconnect_interval_s
 
     def _reconnect_when_due(self, timeout_s: float) -> None:
-        wait = self._next_attempt - time.monotonic()
-        if wait > 0:
-            time.sleep(min(wait, max(timeout_s, 0.0)))
-            if time.monotonic() < self._next_attempt:
-                return
+        if not reconnect_due(self._next_attempt, timeout_s):
+            return
         self._next_attempt = time.monotonic() + self.settings.reconnect_interval_s
         try:
             self._open_port()
@@ -184,7 +173,7 @@ class Hub:
                 self._ingest(data, monotonic_ns())
                 if len(data) < _READ_CHUNK:
                     break  # the port had no more: a further read would come back empty
-        except _IO_ERRORS:
+        except IO_ERRORS:
             self._lost()
 
     @staticmethod
@@ -251,7 +240,7 @@ class Hub:
             raise DeviceTimeout(f"hub at {self.settings.port!r}: port is not open")
         try:
             self._port.write(frame)
-        except _IO_ERRORS as exc:
+        except IO_ERRORS as exc:
             raise DeviceTimeout(f"hub at {self.settings.port!r}: write failed: {exc}") from exc
         return self._cmd_seq
 

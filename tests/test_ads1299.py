@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from driver_runs import cat, collect, run
 
 from hil.sim.ads1299 import Ads1299Emulator, shared_start_line
 from hil.sim.crystal import Crystal
@@ -50,28 +51,6 @@ def make_rig(
     pin = shared_start_line(*emus) if start_pin else None
     drv = Ads1299(list(emus), emus[0].drdy_line(capacity=capacity), settings, start_pin=pin)
     return drv, emus
-
-
-def collect(drv: Ads1299, seconds: float) -> list[SampleBlock]:
-    blocks: list[SampleBlock] = []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        blocks += drv.poll(0.05)
-    return blocks
-
-
-def cat(blocks: list[SampleBlock], field: str) -> np.ndarray:
-    return np.concatenate([getattr(b, field) for b in blocks])
-
-
-def run(drv: Ads1299, seconds: float) -> list[SampleBlock]:
-    drv.open()
-    drv.start()
-    try:
-        blocks = collect(drv, seconds)
-    finally:
-        drv.stop()
-    return blocks + drv.poll(0.0)
 
 
 def assert_matches_truth(blocks: list[SampleBlock], emu: Ads1299Emulator, cols: slice) -> None:

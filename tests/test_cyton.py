@@ -13,12 +13,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import driver_runs
 import numpy as np
 import pytest
+from driver_runs import cat, streaming
 
 from hil.sim.crystal import Crystal
 from hil.sim.cyton import CytonEmulator
@@ -44,28 +45,15 @@ def daisy_board() -> Iterator[CytonEmulator]:
         yield emu
 
 
+POLL_S = 0.02
+
+
 def collect(drv: Cyton, seconds: float) -> list[SampleBlock]:
-    blocks: list[SampleBlock] = []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        blocks += drv.poll(0.02)
-    return blocks
+    return driver_runs.collect(drv, seconds, POLL_S)
 
 
-def run(drv: Cyton, seconds: float, during: object = None) -> list[SampleBlock]:
-    drv.open()
-    drv.start()
-    try:
-        blocks = collect(drv, seconds)
-    finally:
-        drv.stop()
-    blocks += drv.poll(0.0)
-    drv.close()
-    return blocks
-
-
-def cat(blocks: list[SampleBlock], field: str) -> np.ndarray:
-    return np.concatenate([getattr(b, field) for b in blocks])
+def run(drv: Cyton, seconds: float) -> list[SampleBlock]:
+    return driver_runs.run(drv, seconds, POLL_S)
 
 
 def packet(counter: int, counts: list[int], footer: int = 0xC0, aux: bytes = bytes(6)) -> bytes:
@@ -180,16 +168,12 @@ def test_the_sync_line_arrives_on_d11_in_trigger_bit_0(board: CytonEmulator) -> 
 
 def test_every_dropped_packet_is_counted_from_the_sample_number(board: CytonEmulator) -> None:
     drv = Cyton(CytonSettings(port=board.port, channels=CH8))
-    drv.open()
-    drv.start()
-    blocks = collect(drv, 0.2)
-    board.drop_packets(7)
-    blocks += collect(drv, 0.2)
-    board.drop_packets(1)
-    blocks += collect(drv, 0.2)
-    drv.stop()
-    blocks += drv.poll(0.0)
-    drv.close()
+    with streaming(drv) as blocks:
+        blocks += collect(drv, 0.2)
+        board.drop_packets(7)
+        blocks += collect(drv, 0.2)
+        board.drop_packets(1)
+        blocks += collect(drv, 0.2)
     index = cat(blocks, "index")
     _, known, sent = board.truth(np.arange(index[0], index[-1] + 1))
     assert known.all()
@@ -203,14 +187,10 @@ def test_every_dropped_packet_is_counted_from_the_sample_number(board: CytonEmul
 def test_a_gap_past_the_counter_wrap_is_bounded_by_arrival_time(board: CytonEmulator) -> None:
     # 300 packets (1.2 s at 250 Hz) lost: the 8-bit number alone says 44.
     drv = Cyton(CytonSettings(port=board.port, channels=CH8))
-    drv.open()
-    drv.start()
-    blocks = collect(drv, 0.2)
-    board.drop_packets(300)
-    blocks += collect(drv, 1.6)
-    drv.stop()
-    blocks += drv.poll(0.0)
-    drv.close()
+    with streaming(drv) as blocks:
+        blocks += collect(drv, 0.2)
+        board.drop_packets(300)
+        blocks += collect(drv, 1.6)
     assert drv.counters.extra["wraps_inferred"] == 1
     assert drv.counters.dropped == 300
     index = cat(blocks, "index")
@@ -221,16 +201,12 @@ def test_a_gap_past_the_counter_wrap_is_bounded_by_arrival_time(board: CytonEmul
 
 def test_stray_bytes_and_broken_frames_are_counted_and_resynced(board: CytonEmulator) -> None:
     drv = Cyton(CytonSettings(port=board.port, channels=CH8))
-    drv.open()
-    drv.start()
-    blocks = collect(drv, 0.15)
-    board.inject_garbage(50)
-    blocks += collect(drv, 0.15)
-    board.break_framing(3)
-    blocks += collect(drv, 0.15)
-    drv.stop()
-    blocks += drv.poll(0.0)
-    drv.close()
+    with streaming(drv) as blocks:
+        blocks += collect(drv, 0.15)
+        board.inject_garbage(50)
+        blocks += collect(drv, 0.15)
+        board.break_framing(3)
+        blocks += collect(drv, 0.15)
     c = drv.counters
     assert c.extra["bytes_skipped"] >= 50 + 3 * 33 - 3  # the garbage, the broken packets
     assert c.resyncs >= 2
@@ -240,14 +216,10 @@ def test_stray_bytes_and_broken_frames_are_counted_and_resynced(board: CytonEmul
 
 def test_a_bad_sample_number_byte_is_one_bad_packet_not_255_lost(board: CytonEmulator) -> None:
     drv = Cyton(CytonSettings(port=board.port, channels=CH8))
-    drv.open()
-    drv.start()
-    blocks = collect(drv, 0.15)
-    board.corrupt_counter(2)
-    blocks += collect(drv, 0.3)
-    drv.stop()
-    blocks += drv.poll(0.0)
-    drv.close()
+    with streaming(drv) as blocks:
+        blocks += collect(drv, 0.15)
+        board.corrupt_counter(2)
+        blocks += collect(drv, 0.3)
     c = drv.counters
     assert c.extra["bad_counter"] == 2 and c.errors == 2
     assert c.dropped == 2  # the two untrusted packets, discarded
@@ -266,14 +238,10 @@ def test_daisy_pairs_odd_and_even_packets_into_16_channels(daisy_board: CytonEmu
 
 def test_daisy_counts_a_lost_half_as_a_lost_sample(daisy_board: CytonEmulator) -> None:
     drv = Cyton(CytonSettings(port=daisy_board.port, channels=CH16))
-    drv.open()
-    drv.start()
-    blocks = collect(drv, 0.15)
-    daisy_board.drop_packets(3)  # 3 packets: one whole pair and one half, or two halves
-    blocks += collect(drv, 0.15)
-    drv.stop()
-    blocks += drv.poll(0.0)
-    drv.close()
+    with streaming(drv) as blocks:
+        blocks += collect(drv, 0.15)
+        daisy_board.drop_packets(3)  # 3 packets: one whole pair and one half, or two halves
+        blocks += collect(drv, 0.15)
     assert drv.counters.extra["dropped_packets"] == 3
     index = cat(blocks, "index")
     assert drv.counters.dropped == 2 == int((np.diff(index) - 1).sum())

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from driver_runs import cat, streaming
 
 from hil.sim.ads1299 import Ads1299Emulator
 from hil.sim.crystal import Crystal
@@ -50,10 +51,6 @@ def collect(drv: EegBridge, seconds: float) -> list[SampleBlock]:
         blocks += drv.poll(0.05)
         assert time.monotonic() - t < 0.5, "poll must return within its timeout"
     return blocks
-
-
-def cat(blocks: list[SampleBlock], field: str) -> np.ndarray:
-    return np.concatenate([getattr(b, field) for b in blocks])
 
 
 def truth_of(emu: EegBridgeEmulator, k: np.ndarray) -> np.ndarray:
@@ -119,11 +116,8 @@ def test_the_documents_worked_example_is_what_the_code_sends_and_parses() -> Non
 def test_every_sample_arrives_bit_exact_at_every_gain(n_chips: int) -> None:
     gains = tuple(ALL_GAINS[i % len(ALL_GAINS)] for i in range(8 * n_chips))
     drv, emu = make(n_chips, gains=gains)
-    drv.open()
-    drv.start()
-    blocks = collect(drv, 0.6)
-    drv.stop()
-    blocks += drv.poll(0.0)
+    with streaming(drv) as blocks:
+        blocks += collect(drv, 0.6)
     idx = cat(blocks, "index")
     assert idx[0] == 0 and np.array_equal(idx, np.arange(idx.size))
     assert idx.size >= 400
@@ -172,13 +166,10 @@ def test_wrong_chip_count_wrong_chip_id_and_no_bridge_are_clear_errors() -> None
 def _run_with(fault, seconds: float = 1.2, **kw) -> tuple[EegBridge, EegBridgeEmulator,
                                                          list[SampleBlock]]:
     drv, emu = make(**kw)
-    drv.open()
-    drv.start()
-    blocks = collect(drv, 0.3)
-    fault(emu)
-    blocks += collect(drv, seconds)
-    drv.stop()
-    blocks += drv.poll(0.0)
+    with streaming(drv) as blocks:
+        blocks += collect(drv, 0.3)
+        fault(emu)
+        blocks += collect(drv, seconds)
     return drv, emu, blocks
 
 
@@ -223,13 +214,10 @@ def test_a_burst_of_corruption_abandons_one_read_and_its_frames_are_a_counted_ga
 
 def test_a_host_stall_longer_than_the_fifo_overflows_and_the_gap_is_counted() -> None:
     drv, emu = make(fifo_frames=1000)
-    drv.open()
-    drv.start()
-    blocks = collect(drv, 0.2)
-    time.sleep(1.5)  # the host stalls: 1.5 s of frames into a 1-s FIFO
-    blocks += collect(drv, 0.3)
-    drv.stop()
-    blocks += drv.poll(0.0)
+    with streaming(drv) as blocks:
+        blocks += collect(drv, 0.2)
+        time.sleep(1.5)  # the host stalls: 1.5 s of frames into a 1-s FIFO
+        blocks += collect(drv, 0.3)
     idx = _exact_and_gaps_counted(drv, emu, blocks)
     c = drv.counters
     assert c.extra["fifo_overflow"] >= 300
@@ -267,18 +255,15 @@ def test_a_bridge_reset_is_detected_the_chips_reconfigured_and_the_stream_resume
 def test_a_bridge_that_stops_answering_is_counted_never_hangs_and_is_picked_up_again() -> None:
     drv, emu = make(link=LinkSettings(response_timeout_s=0.01, backoff_s=0.02,
                                       backoff_max_s=0.2))
-    drv.open()
-    drv.start()
-    blocks = collect(drv, 0.3)
-    emu.stop_answering(level=0xFF)
-    blocks += collect(drv, 0.7)
-    assert drv.stalled
-    assert drv.counters.extra["timeouts"] == 1
-    emu.resume_answering()
-    blocks += collect(drv, 0.6)
-    assert not drv.stalled
-    drv.stop()
-    blocks += drv.poll(0.0)
+    with streaming(drv) as blocks:
+        blocks += collect(drv, 0.3)
+        emu.stop_answering(level=0xFF)
+        blocks += collect(drv, 0.7)
+        assert drv.stalled
+        assert drv.counters.extra["timeouts"] == 1
+        emu.resume_answering()
+        blocks += collect(drv, 0.6)
+        assert not drv.stalled
     idx = _exact_and_gaps_counted(drv, emu, blocks)
     # The MCU went on servicing DRDY into its 1-s FIFO: nothing was lost.
     assert drv.counters.dropped == 0
@@ -288,16 +273,13 @@ def test_a_bridge_that_stops_answering_is_counted_never_hangs_and_is_picked_up_a
 def test_a_hung_bridge_rebooted_by_its_watchdog_is_recovered_with_the_gap_counted() -> None:
     drv, emu = make(link=LinkSettings(response_timeout_s=0.01, backoff_s=0.02,
                                       backoff_max_s=0.2))
-    drv.open()
-    drv.start()
-    blocks = collect(drv, 0.3)
-    emu.stop_answering(hung=True)
-    blocks += collect(drv, 0.5)
-    emu.reset()  # the watchdog
-    emu.resume_answering()
-    blocks += collect(drv, 0.8)
-    drv.stop()
-    blocks += drv.poll(0.0)
+    with streaming(drv) as blocks:
+        blocks += collect(drv, 0.3)
+        emu.stop_answering(hung=True)
+        blocks += collect(drv, 0.5)
+        emu.reset()  # the watchdog
+        emu.resume_answering()
+        blocks += collect(drv, 0.8)
     c = drv.counters
     assert c.extra["timeouts"] == 1 and c.extra["bridge_resets"] == 1
     idx = cat(blocks, "index")
@@ -308,12 +290,9 @@ def test_a_hung_bridge_rebooted_by_its_watchdog_is_recovered_with_the_gap_counte
 
 def test_frames_dropped_after_the_last_read_are_counted_at_stop() -> None:
     drv, _ = make(fifo_frames=1000)
-    drv.open()
-    drv.start()
-    blocks = collect(drv, 0.2)
-    time.sleep(1.3)  # the FIFO fills; the newest frames are dropped; then STOP
-    drv.stop()
-    blocks += drv.poll(0.0)
+    with streaming(drv) as blocks:
+        blocks += collect(drv, 0.2)
+        time.sleep(1.3)  # the FIFO fills; the newest frames are dropped; then STOP
     c = drv.counters
     assert c.extra["fifo_overflow"] >= 200
     assert c.dropped == c.extra["seq_gap"] == c.extra["fifo_overflow"]

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
+from driver_runs import cat, collect
 
 from hil.sim.crystal import Crystal
 from hil.sim.hub import HubEmulator
@@ -32,17 +33,6 @@ def emu(wire: Wire) -> Iterator[HubEmulator]:
     crystal = Crystal(ppm=PPM, origin_host_ns=monotonic_ns(), origin_device_s=5.0)
     with HubEmulator(generate(60, 4, seed=2), crystal, wire=wire, seed=3) as e:
         yield e
-
-
-def collect(hub: Hub, seconds: float) -> list[SampleBlock]:
-    blocks, end = [], time.monotonic() + seconds
-    while time.monotonic() < end:
-        blocks += hub.poll(0.05)
-    return blocks
-
-
-def cat(blocks: list[SampleBlock], field: str) -> np.ndarray:
-    return np.concatenate([getattr(b, field) for b in blocks])
 
 
 def poll_until(hub: Hub, predicate: Callable[[list], bool], timeout_s: float) -> list[SampleBlock]:

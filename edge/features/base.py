@@ -346,6 +346,15 @@ class Ring:
         return self._t[a:b], self._x[a:b], self._bad[a:b]
 
 
+def tick_window(ring: Ring, k: int, n: int) -> tuple[int, np.ndarray, str] | None:
+    """The 1-s tick of ``n`` rows ending before row ``k``: (host ns of its last row, its
+    values, the reason its quality bits give); None when none of its rows is held."""
+    t, x, b = ring.rows(k - n, k)
+    if t.size == 0:
+        return None
+    return int(t[-1]), x, reason_of(union_bits(b))
+
+
 def window_ticks(total_before: int, total_after: int, every: int) -> np.ndarray:
     """Global sample counts (exclusive end of a window) that are multiples of ``every``
     and fall in (total_before, total_after]: windows aligned on the sample count, not on

@@ -18,7 +18,7 @@ from .base import (
     OneSecondPieces,
     Ring,
     fill_nonfinite,
-    reason_of,
+    tick_window,
     union_bits,
 )
 from .peaks import AdaptivePeaks, BeatSeries, local_max_candidates
@@ -81,6 +81,11 @@ class BeatStep(OneSecondPieces):
         x, self._last = fill_nonfinite(x.astype(float), self._last)
         self.ring.push(t_ns, self._columns(x), bad[:, None])
         self._latest_ns = int(t_ns[-1])
+        return self._detect()
+
+    def _detect(self) -> list[Feature]:
+        """Beats and ticks the rows now in the ring decide: candidates are local maxima of
+        column 1 (a subclass with another detector overrides this)."""
         out: list[Feature] = []
         cands, self._done = local_max_candidates(self.ring, 1, self._done, self.w)
         for p in cands:
@@ -147,11 +152,10 @@ class BeatStep(OneSecondPieces):
         return out
 
     def _tick(self, k: int) -> list[Feature]:
-        t, _, b = self.ring.rows(k - self.tick, k)
-        if t.size == 0:
+        window = tick_window(self.ring, k, self.tick)
+        if window is None:
             return []
-        t_end = int(t[-1])
-        reason = reason_of(union_bits(b))
+        t_end, _, reason = window
         if reason == OK and (self.peaks.spk is None or k <= self._warm_end):
             reason = WARMUP
         _bt, rr = self.beats.window(t_end - self.hr_window_ns, t_end + 1)

@@ -31,6 +31,7 @@ from .base import (
     dc_group_delay_s,
     fill_nonfinite,
     reason_of,
+    tick_window,
     union_bits,
 )
 
@@ -129,11 +130,10 @@ class EdaFeatures(OneSecondPieces):
         ]
 
     def _tick(self, k: int, tonic: np.ndarray, start: int) -> list[Feature]:
-        t, x, b = self.ring.rows(k - self.tick, k)
-        if t.size == 0:
+        window = tick_window(self.ring, k, self.tick)
+        if window is None:
             return []
-        t_end = int(t[-1])
-        reason = reason_of(union_bits(b))
+        t_end, x, reason = window
         if reason == OK and k <= self.warm:
             reason = WARMUP
         i = k - 1 - start  # tonic value of the tick row, if in this block

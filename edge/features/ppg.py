@@ -37,8 +37,7 @@ from .base import (
     Feature,
     SosStream,
     butter,
-    fill_nonfinite,
-    reason_of,
+    tick_window,
     union_bits,
 )
 from .beats import BeatStep
@@ -87,12 +86,8 @@ class PpgFeatures(BeatStep):
         y = self.bp.update(xs)
         return np.column_stack((xs, y))
 
-    def _update(self, t_ns: np.ndarray, x: np.ndarray, bad: np.ndarray) -> list[Feature]:
-        if x.shape[0] == 0:
-            return []
-        x, self._last = fill_nonfinite(x.astype(float), self._last)
-        self.ring.push(t_ns, self._columns(x), bad[:, None])
-        self._latest_ns = int(t_ns[-1])
+    def _detect(self) -> list[Feature]:
+        """Elgendi's blocks of interest over the rows both averages now decide."""
         out: list[Feature] = []
         stop = self.ring.total - self.h2  # rows whose both averages are complete
         base = self.ring.total - self.ring.n
@@ -223,11 +218,10 @@ class PpgFeatures(BeatStep):
         return bool(np.nanmean(corr) >= 0.86) if np.isfinite(corr).any() else False
 
     def _tick(self, k: int) -> list[Feature]:
-        t, _, b = self.ring.rows(k - self.tick, k)
-        if t.size == 0:
+        window = tick_window(self.ring, k, self.tick)
+        if window is None:
             return []
-        t_end = int(t[-1])
-        reason = reason_of(union_bits(b))
+        t_end, _, reason = window
         if reason == OK and any(r0 < k and r1 > k - self.tick for r0, r1 in self._motion):
             reason = MOTION
         if reason == OK and k <= self.warm:

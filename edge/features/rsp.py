@@ -30,7 +30,7 @@ from .base import (
     butter,
     dc_group_delay_s,
     fill_nonfinite,
-    reason_of,
+    tick_window,
     union_bits,
 )
 
@@ -157,11 +157,10 @@ class RspFeatures(OneSecondPieces):
         ]
 
     def _tick(self, k: int) -> list[Feature]:
-        t, _, b = self.ring.rows(k - self.tick, k)
-        if t.size == 0:
+        window = tick_window(self.ring, k, self.tick)
+        if window is None:
             return []
-        t_end = int(t[-1])
-        reason = reason_of(union_bits(b))
+        t_end, _, reason = window
         if reason == OK and k <= self.warm:
             reason = WARMUP
         recent = [br for br in self.breaths if br[0] >= t_end - self.window_ns]

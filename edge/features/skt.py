@@ -7,7 +7,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import OK, WARMUP, Feature, OneSecondPieces, Ring, fill_nonfinite, reason_of, union_bits
+from .base import (
+    OK,
+    WARMUP,
+    Feature,
+    OneSecondPieces,
+    Ring,
+    fill_nonfinite,
+    reason_of,
+    tick_window,
+    union_bits,
+)
 
 
 class SktFeatures(OneSecondPieces):
@@ -42,11 +52,11 @@ class SktFeatures(OneSecondPieces):
         return out
 
     def _tick(self, k: int) -> list[Feature]:
-        t, x, b = self.ring.rows(k - self.tick, k)
-        if t.size == 0:
+        window = tick_window(self.ring, k, self.tick)
+        if window is None:
             return []
-        now, t_end = self._latest_ns, int(t[-1])
-        reason = reason_of(union_bits(b))
+        t_end, x, reason = window
+        now = self._latest_ns
         level = Feature.make("skt_c", float(x.mean()), "degC", t_end, now, reason)
         ts, xs, bs = self.ring.rows(k - self.slope_n, k)
         r2 = reason_of(union_bits(bs))

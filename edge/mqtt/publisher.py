@@ -71,6 +71,19 @@ def read_credentials(path: str) -> tuple[str, str]:
     raise ValueError(f"{path}: expected 'user:password' or two lines")
 
 
+def secure_client(client: mqtt.Client, tls: bool, ca_file: str, cert_file: str,
+                  key_file: str, credentials_file: str) -> None:
+    """TLS (server checked against ``ca_file`` or the system store, optional client
+    certificate) and username/password from ``credentials_file``, each where configured."""
+    if tls:
+        ctx = ssl.create_default_context(cafile=ca_file or None)
+        if cert_file:
+            ctx.load_cert_chain(cert_file, key_file or None)
+        client.tls_set_context(ctx)
+    if credentials_file:
+        client.username_pw_set(*read_credentials(credentials_file))
+
+
 @dataclass
 class PublisherCounters:
     connects: int = 0
@@ -169,14 +182,7 @@ class Publisher:
                              client_id=f"mmme-{self.rig_id}")
         client.max_inflight_messages_set(s.window)
         client.max_queued_messages_set(0)
-        if s.tls:
-            ctx = ssl.create_default_context(cafile=s.ca_file or None)
-            if s.cert_file:
-                ctx.load_cert_chain(s.cert_file, s.key_file or None)
-            client.tls_set_context(ctx)
-        if s.credentials_file:
-            user, pw = read_credentials(s.credentials_file)
-            client.username_pw_set(user, pw)
+        secure_client(client, s.tls, s.ca_file, s.cert_file, s.key_file, s.credentials_file)
         will = messages.encode(self.envelope.wrap("status", {**self._status, "state": "offline",
                                                              "reason": "connection lost"}))
         client.will_set(messages.topic(self.rig_id, "status"), will, qos=1, retain=True)
@@ -339,4 +345,5 @@ def status_body(software_version: str, model_version: str, config_hash: str,
     }
 
 
-__all__ = ["MqttSettings", "Publisher", "json", "read_credentials", "status_body"]
+__all__ = ["MqttSettings", "Publisher", "json", "read_credentials", "secure_client",
+           "status_body"]

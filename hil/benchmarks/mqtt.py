@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,13 +113,20 @@ def run_outbox(port: int, n: int, workdir: Path, counter: Counter, burst: int = 
                 pub.publish("events/me", bodies[0])
             else:
                 pub.publish_many("events/me", bodies)
-        ok = _wait(lambda: pub.counters.acked >= n and counter.count(topic) >= n, 120)
-        elapsed_ns = time.monotonic_ns() - t0_ns
-        if not ok:
-            raise RuntimeError(f"outbox run incomplete: acked {pub.counters.acked}, "
-                               f"received {counter.count(topic)} of {n}")
+        return _delivered_rate("outbox", n, t0_ns, lambda: pub.counters.acked, counter, topic)
     finally:
         pub.stop()
+
+
+def _delivered_rate(what: str, n: int, t0_ns: int, acked: Callable[[], int],
+                    counter: Counter, topic: str) -> float:
+    """Messages per second from ``t0_ns`` until all ``n`` are acked and received (120 s
+    at most, else RuntimeError)."""
+    ok = _wait(lambda: acked() >= n and counter.count(topic) >= n, 120)
+    elapsed_ns = time.monotonic_ns() - t0_ns
+    if not ok:
+        raise RuntimeError(f"{what} run incomplete: acked {acked()}, "
+                           f"received {counter.count(topic)} of {n}")
     return n / (elapsed_ns / 1e9)
 
 
@@ -145,15 +153,10 @@ def run_plain(port: int, n: int, counter: Counter, rig: str = "bench-plain") -> 
         t0_ns = time.monotonic_ns()
         for i in range(n):
             c.publish(topic, messages.encode(env.wrap("events/me", event_body(i))), qos=1)
-        ok = _wait(lambda: acked[0] >= n and counter.count(topic) >= n, 120)
-        elapsed_ns = time.monotonic_ns() - t0_ns
-        if not ok:
-            raise RuntimeError(f"plain run incomplete: acked {acked[0]}, "
-                               f"received {counter.count(topic)} of {n}")
+        return _delivered_rate("plain", n, t0_ns, lambda: acked[0], counter, topic)
     finally:
         c.disconnect()
         c.loop_stop()
-    return n / (elapsed_ns / 1e9)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,21 +25,14 @@ header or footer byte), :meth:`corrupt_counter` (one bad sample-number byte),
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import re
-import select
-import tempfile
-import threading
-import time
-import tty
-from pathlib import Path
 
 import numpy as np
 
 from hil.sim.ads1299 import EegSource, EegSourceFactory, simulated_eeg, test_signal_uv
 from hil.sim.crystal import Crystal
+from hil.sim.pty import PtyDevice
 from hil.sim.scenario import Scenario
 from hil.sim.wire import SYNC, Wire
 from sensors.blocks import monotonic_ns
@@ -65,7 +58,7 @@ INPUT_OF_CODE = {0: "normal", 1: "shorted", 5: "test"}
 OUTBOX_BYTES = 64 * 1024  # the radio's and dongle's buffers, together
 
 
-class CytonEmulator:
+class CytonEmulator(PtyDevice):
     """The board: answers commands, streams packets paced on its own crystal."""
 
     def __init__(self, crystal: Crystal, wire: Wire | None = None,
@@ -74,20 +67,18 @@ class CytonEmulator:
                  identity: str = "ok", send_period_s: float = 0.01,
                  truth_capacity: int = 1 << 17,
                  source: EegSourceFactory | None = None) -> None:
+        super().__init__(send_period_s)
         self.crystal = crystal
         self.wire = wire
         self.daisy = daisy
         self.t0_ns = monotonic_ns() if t0_ns is None else t0_ns
         self.identity = identity
-        self.send_period_s = send_period_s
         self._names = tuple(channels)[:16]
         self._scenario = scenario
         self._seed = seed
         self._source = source or simulated_eeg  # the electrodes' signal (a playback, say)
         self._rng = np.random.default_rng([seed, 11])
-        self._lock = threading.Lock()
         self._rx = bytearray()
-        self._outbox = bytearray()
         # board state (what a soft reset restores)
         self.fs_hz = 250
         self._reset_board()
@@ -96,7 +87,6 @@ class CytonEmulator:
         self._garbage_n = 0
         self._framing_n = 0
         self._counter_n = 0
-        self._answering = True
         # truth ring, by packet index k
         self._cap = truth_capacity
         self._t_k = np.full(truth_capacity, -1, dtype=np.int64)
@@ -104,14 +94,7 @@ class CytonEmulator:
         self._t_sent = np.zeros(truth_capacity, dtype=bool)
         self.packets_made = 0
         self.packets_sent = 0
-        # the pty and its stable name
-        self._dir = tempfile.mkdtemp(prefix="sim_cyton_")
-        self.port = str(Path(self._dir) / "ttyCYTON0")
-        self._master = self._slave = -1
-        self._plug()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sim-cyton", daemon=True)
-        self._thread.start()
+        self._serve(prefix="sim_cyton_", name="ttyCYTON0", thread_name="sim-cyton")
 
     # ------------------------------------------------------------ faults
     def drop_packets(self, n: int) -> None:
@@ -139,41 +122,8 @@ class CytonEmulator:
         with self._lock:
             self._answering = False
 
-    def unplug(self) -> None:
-        """Pull the dongle: the pty goes away (reads fail), the name vanishes. The board
-        streams on into the void: what it makes meanwhile is lost."""
-        with self._lock:
-            self._plugged = False
-            self._close_pty()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.port)
-            self._outbox.clear()
-
-    def replug(self) -> None:
-        """A new pty under the same ``port`` name."""
-        with self._lock:
-            if not self._plugged:
-                self._plug()
-
-    def _plug(self) -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)  # a byte pipe like the dongle's FTDI port
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        tmp = self.port + ".new"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        os.symlink(os.ttyname(slave), tmp)
-        os.replace(tmp, self.port)
-        self._plugged = True
+    def _on_plug(self) -> None:
         self._rx.clear()
-
-    def _close_pty(self) -> None:
-        for fd in (self._master, self._slave):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._master = self._slave = -1
 
     # ------------------------------------------------------------ truth
     def truth(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -186,22 +136,6 @@ class CytonEmulator:
     @property
     def streaming(self) -> bool:
         return self._streaming
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2.0)
-        with self._lock:
-            self._close_pty()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.port)
-        with contextlib.suppress(OSError):
-            os.rmdir(self._dir)
-
-    def __enter__(self) -> CytonEmulator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------ board state
     def _reset_board(self) -> None:
@@ -219,41 +153,12 @@ class CytonEmulator:
         return self._source(self._names, self.fs_hz, self._seed, self._scenario)
 
     # ------------------------------------------------------------ the MCU loop
-    def _run(self) -> None:
-        next_send = time.monotonic()
-        while not self._stop.is_set():
-            wait = max(next_send - time.monotonic(), 0.0)
-            master = self._master
-            if master >= 0:
-                try:
-                    ready, _, _ = select.select([master], [], [], wait)
-                except (OSError, ValueError):  # closed under us by unplug()
-                    ready = []
-                if ready:
-                    self._receive(master)
-            else:
-                time.sleep(wait)
-            if time.monotonic() >= next_send:
-                next_send = max(next_send + self.send_period_s,
-                                time.monotonic() - self.send_period_s)
-                with self._lock:
-                    self._stream()
-                    self._flush()
+    def _on_bytes(self, data: bytes) -> None:
+        self._rx += data
+        self._commands()
 
-    def _receive(self, master: int) -> None:
-        with self._lock:
-            if master != self._master:  # unplugged meanwhile
-                return
-            try:
-                data = os.read(master, 4096)
-            except OSError:  # EIO while no host has the slave open
-                data = b""
-            if data and self._answering:
-                self._rx += data
-                self._commands()
-                self._flush()
-        if not data:
-            time.sleep(0.001)
+    def _on_tick(self) -> None:
+        self._stream()
 
     def _reply(self, text: str) -> None:
         self._outbox += text.encode() + b"$$$"
@@ -431,14 +336,3 @@ class CytonEmulator:
         self._t_k[slot] = k
         self._t_uv[slot] = uv
         self._t_sent[slot] = sent
-
-    def _flush(self) -> None:
-        if not self._outbox or self._master < 0:
-            return
-        try:
-            n = os.write(self._master, self._outbox)
-        except BlockingIOError:
-            return
-        except OSError:  # nobody has the port open (EIO): bytes go nowhere, like a UART
-            n = len(self._outbox)
-        del self._outbox[:n]

@@ -19,23 +19,17 @@ together with whether it went out on the wire. Faults: :meth:`corrupt`, :meth:`u
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import select
-import tempfile
-import threading
 import time
-import tty
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from hil.sim.crystal import Crystal, SteppedCrystal
 from hil.sim.physio import CHANNELS, UNITS, PhysioModel
+from hil.sim.pty import PtyDevice
 from hil.sim.scenario import Scenario
 from hil.sim.wire import SYNC, Wire
 from sensors import hub_protocol as hp
@@ -112,7 +106,7 @@ class PhysioSignal:
         return HubSamples(raw.astype(np.int32), np.zeros(n, np.uint16), np.zeros(n, np.uint8))
 
 
-class HubEmulator:
+class HubEmulator(PtyDevice):
     """The hub MCU: answers commands, streams DATA frames paced on its own crystal."""
 
     def __init__(
@@ -127,17 +121,16 @@ class HubEmulator:
         truth_capacity: int = 1 << 18,
         signal: HubSignal | None = None,
     ) -> None:
+        super().__init__(send_period_s)
         self.scenario = scenario
         self.crystal = crystal
         self.wire = wire
         self.t0_ns = monotonic_ns() if t0_ns is None else t0_ns  # host time of scenario t = 0
         self.signal: HubSignal = signal if signal is not None else PhysioSignal(scenario, seed)
         self.fs_hz = int(fs_hz)
-        self.send_period_s = send_period_s
         self._rng = np.random.default_rng([seed, 7])
         self._boot_id = int(self._rng.integers(1, 2**32))
         n_ch = len(self.signal.channels)
-        self._lock = threading.Lock()
         self._parser = hp.HubParser(n_channels=None)
         # MCU state
         self._streaming = False
@@ -146,15 +139,12 @@ class HubEmulator:
         self._grid_dev_s = 0.0
         self._grid_row = 0  # its row on the grid anchored at t0 (the signal's index)
         self.start_row: int | None = None  # grid row of the first sample after the last START
-        self._outbox = bytearray()
         self._overflowed = False
         # faults
         self._corrupt_rate = 0.0
         self._on_corrupted: Callable[[bytes, bytes], None] | None = None
         self._drop_n = 0
         self._identity = "ok"
-        self._answering = True
-        self._plugged = True
         # Truth ring, indexed by seq % capacity: the last 262 s at 1 kHz (tests read seconds
         # of it). np.full, not np.zeros: calloc'd pages become resident only when first
         # written, so a zeros ring enters RSS at 1 kHz until it wraps and reads as a leak
@@ -182,15 +172,7 @@ class HubEmulator:
         self.frames_sent = 0
         self.bytes_corrupted = 0
         self.commands = 0
-        # the pty and its stable name
-        self._dir = tempfile.mkdtemp(prefix="sim_hub_")
-        self.port = str(Path(self._dir) / "ttyHUB0")
-        self._master = -1
-        self._slave = -1
-        self._plug()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sim-hub", daemon=True)
-        self._thread.start()
+        self._serve(prefix="sim_hub_", name="ttyHUB0", thread_name="sim-hub")
 
     # ------------------------------------------------------------ faults
     def corrupt(self, rate: float,
@@ -245,23 +227,6 @@ class HubEmulator:
         with self._lock:
             self._answering = True
 
-    def unplug(self) -> None:
-        """Pull the cable: the pty goes away (reads fail with EIO), the symlink vanishes.
-
-        The MCU keeps sampling on its battery; what it takes meanwhile is lost.
-        """
-        with self._lock:
-            self._plugged = False
-            self._close_pty()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.port)
-
-    def replug(self) -> None:
-        """A new pty appears under the same ``port`` path."""
-        with self._lock:
-            if not self._plugged:
-                self._plug()
-
     # ------------------------------------------------------------ truth
     def truth(self, seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(raw (k, 5) int32, known (k,) bool) of the samples with sequence numbers ``seq``."""
@@ -287,80 +252,18 @@ class HubEmulator:
     def streaming(self) -> bool:
         return self._streaming
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2.0)
-        with self._lock:
-            self._close_pty()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.port)
-        with contextlib.suppress(OSError):
-            os.rmdir(self._dir)
-
-    def __enter__(self) -> HubEmulator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # ------------------------------------------------------------ pty
-    def _plug(self) -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)  # no echo, no line discipline: a byte pipe like a USB CDC port
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        tmp = self.port + ".new"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        os.symlink(os.ttyname(slave), tmp)
-        os.replace(tmp, self.port)  # atomic: the name never points nowhere while plugged
-        self._plugged = True
+    # ------------------------------------------------------------ the link
+    def _on_plug(self) -> None:
         self._parser.clear_buffer()
         self._outbox.clear()
 
-    def _close_pty(self) -> None:
-        for fd in (self._master, self._slave):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._master = self._slave = -1
-
     # ------------------------------------------------------------ MCU loop
-    def _run(self) -> None:
-        next_send = time.monotonic()
-        while not self._stop.is_set():
-            master = self._master
-            wait = max(next_send - time.monotonic(), 0.0)
-            if master >= 0:
-                try:
-                    ready, _, _ = select.select([master], [], [], wait)
-                except (OSError, ValueError):  # closed under us by unplug()
-                    ready = []
-                if ready:
-                    self._receive(master)
-            else:
-                time.sleep(wait)
-            if time.monotonic() >= next_send:
-                next_send += self.send_period_s
-                next_send = max(next_send, time.monotonic() - self.send_period_s)
-                with self._lock:
-                    self._sample_and_send()
-                    self._flush()
+    def _on_bytes(self, data: bytes) -> None:
+        for msg in self._parser.feed(data).messages:
+            self._handle(msg)
 
-    def _receive(self, master: int) -> None:
-        with self._lock:  # fds are closed only under the lock: this one is still ours
-            if master != self._master:
-                return
-            try:
-                data = os.read(master, 4096)
-            except OSError:  # EIO while no host has the slave open
-                data = b""
-            if data and self._answering:
-                for msg in self._parser.feed(data).messages:
-                    self._handle(msg)
-                self._flush()
-        if not data:
-            time.sleep(0.001)  # the master polls readable while it has no reader
+    def _on_tick(self) -> None:
+        self._sample_and_send()
 
     def _device_us(self, host_ns: int) -> int:
         return int(np.floor(self.crystal.device_s(host_ns) * 1e6))
@@ -539,19 +442,6 @@ class HubEmulator:
         if self._on_corrupted is not None and hit.size:
             self._on_corrupted(data, out)
         return out
-
-    def _flush(self) -> None:
-        if not self._outbox or self._master < 0:
-            if not self._plugged:
-                self._outbox.clear()
-            return
-        try:
-            n = os.write(self._master, self._outbox)
-        except BlockingIOError:
-            return
-        except OSError:  # nobody has the port open (EIO): bytes go nowhere, like a UART
-            n = len(self._outbox)
-        del self._outbox[:n]
 
 
 def main(argv: list[str] | None = None) -> int:
