@@ -32,7 +32,7 @@ import numpy as np
 
 from hil.sim.ads1299 import EegSource, EegSourceFactory, simulated_eeg, test_signal_uv
 from hil.sim.crystal import Crystal
-from hil.sim.pty import PtyDevice
+from hil.sim.pty_device import PtyDevice
 from hil.sim.scenario import Scenario
 from hil.sim.wire import SYNC, Wire
 from sensors.blocks import monotonic_ns

@@ -29,7 +29,7 @@ import numpy as np
 
 from hil.sim.crystal import Crystal, SteppedCrystal
 from hil.sim.physio import CHANNELS, UNITS, PhysioModel
-from hil.sim.pty import PtyDevice
+from hil.sim.pty_device import PtyDevice
 from hil.sim.scenario import Scenario
 from hil.sim.wire import SYNC, Wire
 from sensors import hub_protocol as hp
