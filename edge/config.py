@@ -152,6 +152,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         # Which EEG front end the bench emulates for eeg.backend = "sim"; --sim keeps the
         # config's own ("spi" or "bridge").
         "eeg_link": Key(str, "bridge", choices=("bridge", "spi")),
+        # The emulated bridge MCU in a process of its own, as the real one is a chip of its
+        # own: off the rig's GIL and CPU books. Its fault hooks then live in that process.
+        "bridge_mcu_process": Key(bool, False),
+        # The simulated camera's sensor in a process of its own (rendering off the rig's
+        # GIL and CPU books, as a real sensor is hardware); its fault hooks live there.
+        "camera_process": Key(bool, False),
     },
     # Replay (hil.sim.playback): devices on the simulated bench play recorded streams.
     "replay": {

@@ -120,6 +120,11 @@ class Rig:
         """What the bench adds to the run summary (what it replayed); empty on hardware."""
         return self.bench.notes() if self.bench is not None else {}
 
+    def simulator_cpu_s(self) -> float:
+        """CPU seconds the bench's simulators have spent so far (0.0 on hardware): a run's
+        summary subtracts them to give the rig's own share."""
+        return self.bench.cpu_s() if self.bench is not None else 0.0
+
     def sample_drivers(self) -> dict[str, SampleDriver]:
         return {name: d for name, d in (("eeg", self.eeg), ("hub", self.hub)) if d is not None}
 

@@ -182,8 +182,11 @@ class EegBridge:
     def poll(self, timeout_s: float) -> list[SampleBlock]:
         """Sleep to the next drain (at most ``timeout_s``), then drain the FIFO."""
         out, self._pending = self._pending, []
-        if out or not self._running:
+        if out:
             return out
+        if not self._running:  # stopped: nothing will come, so wait as allowed, not spin
+            time.sleep(max(timeout_s, 0.0))
+            return []
         now = monotonic_ns()
         due = self._next_probe_ns if self._down else self._next_drain_ns
         wait_ns = min(due - now, int(max(timeout_s, 0.0) * 1e9))

@@ -9,6 +9,7 @@ compared with what the bench's chip emulators produced for that sample index.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,12 @@ def test_recorded_eeg_is_the_emulators_truth_bit_exact_at_every_gain(name: str,
     cfg = config.load(config.example_path(name)).with_all_simulated()
     n_ch = len(cfg.eeg["channels"])
     gains = [ALL_GAINS[i % len(ALL_GAINS)] for i in range(n_ch)]
+    # The MCU in this process, where the test can ask its chips for the truth
+    # (tests/test_spi_process.py shows the one in its own process gives the same samples).
     cfg = dataclasses.replace(
         cfg, rig={**cfg.rig, "record": True, "camera_store": "none"},
         eeg={**cfg.eeg, "gain": gains}, hub={**cfg.hub, "enabled": False},
-        camera={**cfg.camera, "enabled": False})
+        camera={**cfg.camera, "enabled": False}, sim={**cfg.sim, "bridge_mcu_process": False})
     assert config.eeg_link(cfg) == "bridge"
     run = run_with_faults(4.0, cfg=cfg, record_dir=tmp_path, processing=False,
                           at_end=_truth)
@@ -56,6 +59,25 @@ def test_recorded_eeg_is_the_emulators_truth_bit_exact_at_every_gain(name: str,
     # Every gain's scale went into the stream description the file carries.
     scale = np.asarray(eeg.info.scale)
     assert np.allclose(scale, 4.5 / (2**23 - 1) / np.asarray(gains) * 1e6)
+
+
+def test_the_64_channel_rig_as_shipped_runs_the_bridge_mcu_in_its_own_process(
+        tmp_path: Path) -> None:
+    cfg = config.load(config.example_path("sim-64")).with_all_simulated()
+    assert cfg.sim["bridge_mcu_process"]
+    cfg = dataclasses.replace(cfg, rig={**cfg.rig, "record": False},
+                              hub={**cfg.hub, "enabled": False},
+                              camera={**cfg.camera, "enabled": False})
+    run = run_with_faults(3.0, cfg=cfg, record_dir=tmp_path, processing=False,
+                          at_end=lambda rig: (rig.bench.bridge_process.pid,
+                                              rig.simulator_cpu_s()))
+    assert run.errors == []
+    eeg = run.summary["streams"]["eeg"]
+    assert eeg["received"] >= 2000 and eeg["dropped"] == 0
+    # The MCU's process is the bench's, not the rig's: its CPU is on the simulators' books.
+    pid, sim_cpu_s = run.extra["at_end"]
+    assert pid is not None and pid != os.getpid()
+    assert sim_cpu_s > 0
 
 
 def test_the_bridge_can_be_drained_from_its_own_process() -> None:

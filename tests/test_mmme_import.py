@@ -357,27 +357,29 @@ def test_models_dataset_reads_imported_sessions_with_their_labels(corpus):
     assert np.all(np.abs(data["visual"]).reshape(n, -1).max(axis=1) > 0)
 
 
-def test_replay_of_an_imported_session_spots_and_fuses(corpus, tmp_path):
-    # Replay (hil/sim/playback) lands separately; this runs once it is there.
-    pytest.importorskip("hil.sim.playback")
+def test_mmme_hil_run_scores_the_replay_of_an_imported_session_against_its_coding(
+        corpus, tmp_path):
+    """The imported session replayed through the whole rig with MQTT on (a private
+    Mosquitto): events/me, events/emotion and vitals arrive at a subscriber, and the
+    spotted intervals are scored against the coding file's, on the replay's time line."""
+    from hil.e2e import run_replay
+
     _, sessions = corpus
-    rec_path = sessions["S01"][0]
-    gt_path = tmp_path / "truth.json"
-    r = subprocess.run([sys.executable, "-m", "edge.cli", "run", "--replay", str(rec_path),
-                        "--json", "--quiet", "--record-dir", str(tmp_path), "--ground-truth",
-                        str(gt_path)], cwd=REPO,
-                       capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert r.returncode == 0, r.stderr[-2000:]
-    summary = json.loads(r.stdout.strip().splitlines()[-1])
-    assert summary["replay"]["eeg"]["channels"][0] == "Fp1"
-    assert summary["events"]["me"] >= 1 and summary["events"]["emotion"] >= 1, summary["events"]
-    # The truth the bench scores a replay against is the coding file's intervals.
-    coded = json.loads(gt_path.read_text())["expressions"]
-    truth = sessions["S01"][1]["expressions"]
-    assert [c["emotion"] for c in coded] == [x["emotion"] for x in truth]
-    lag = [c["onset_s"] - x["onset_s"] for c, x in zip(coded, truth, strict=True)]
-    assert max(lag) - min(lag) < 2 / 150  # one time line: a common offset, within frames
+    rec_path, truth, _ = sessions["S01"]
+    work = tmp_path / "work"
+    result = run_replay(rec_path, work)
+    print(f"\nMMME replay scored: F1 {result['f1_overall']}, emotion UF1 "
+          f"{result['emotion_uf1']}, events {result['events']}, dropped {result['dropped']}")
+    assert result["errors"] == []
+    events = result["events"]
+    assert events["truth"] == len(truth["expressions"])
+    assert events["me"] >= 1 and events["emotion"] == events["me"] and events["vitals"] >= 1
+    assert result["spotting"]["overall"]["tp"] >= 1  # the coded faces are found again
+    # The truth scored against is the coding file's intervals, on one time line.
+    coded = json.loads((work / "truth.json").read_text())["expressions"]
+    assert [c["emotion"] for c in coded] == [x["emotion"] for x in truth["expressions"]]
+    lag = [c["onset_s"] - x["onset_s"] for c, x in zip(coded, truth["expressions"], strict=True)]
+    assert max(lag) - min(lag) < 2 / 150  # a common offset, within frames
 
 
 def test_model_card_names_lab_data_and_does_not_call_it_simulated(tmp_path):

@@ -213,11 +213,10 @@ def test_every_eeg_sample_up_to_a_second_before_the_kill_is_bit_exact(killed) ->
     assert t_fit[0] == pytest.approx(1e9 / fs, rel=1e-3)
     assert idx[-1] >= due_k, f"EEG samples up to {due_k} were due, the file ends at {idx[-1]}"
     present = np.count_nonzero(idx <= due_k)
-    missing = (due_k - int(idx[0]) + 1) - present
+    missing = (due_k + 1) - present  # from sample 0: a missed first DRDY is one of them
     # Rare: each is a DRDY deadline the host's scheduler missed (~1 % on the CI VM, see
     # test_rig and `mmme-hil bench wakeup`); a reader that falls behind loses far more.
     assert missing <= 0.05 * (due_k + 1), f"{missing} EEG samples lost of {due_k + 1}"
-    assert idx[0] == 0
 
 
 def test_info_and_export_of_the_killed_file(killed, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ or the rig; after ``RESET_AFTER`` failures in a row the sink's ``reset()`` is ca
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import sys
 import threading
@@ -18,6 +19,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
 
 from edge.queues import DropQueue
 from sensors.blocks import Frame, Marker, SampleBlock
@@ -55,6 +58,31 @@ def freeze_startup_objects() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def coalesce(blocks: list[SampleBlock]) -> list[SampleBlock]:
+    """One stream's backlog as few blocks as it can be: each run of blocks whose sample
+    indices follow on becomes one block. A sink's cost is mostly per call (small numpy
+    calls), so a dispatcher that fell behind catches up in a few calls instead of
+    hundreds, while the camera's shorter queue waits; a gap still starts a new block."""
+    out: list[SampleBlock] = []
+    run: list[SampleBlock] = []
+    for b in blocks:
+        if run and not (len(b) and len(run[-1]) and int(b.index[0]) == int(run[-1].index[-1]) + 1):
+            out.append(_joined(run))
+            run = []
+        run.append(b)
+    if run:
+        out.append(_joined(run))
+    return out
+
+
+def _joined(run: list[SampleBlock]) -> SampleBlock:
+    if len(run) == 1:
+        return run[0]
+    arrays = {f.name: np.concatenate([getattr(b, f.name) for b in run])
+              for f in dataclasses.fields(SampleBlock) if f.name != "stream"}
+    return SampleBlock(stream=run[0].stream, **arrays)
 
 
 # A sink that failed this many items in a row gets its state reset (when it can).
@@ -212,8 +240,12 @@ class Runtime:
             if not items:
                 continue
             moved += len(items)
-            self.deliver("on_frame" if name == "camera" else
-                         "on_marker" if name == "markers" else "on_block", items)
+            if name == "camera":
+                self.deliver("on_frame", items)
+            elif name == "markers":
+                self.deliver("on_marker", items)
+            else:
+                self.deliver("on_block", coalesce(items))
         if not moved:
             time.sleep(timeout_s)
         return moved

@@ -235,6 +235,7 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
     proc = s.proc
     cpu0 = tree_cpu_s(proc)
     threads0 = thread_cpu_s(proc)
+    sim0 = rig.simulator_cpu_s()
     t0 = time.monotonic()
     out = sys.stderr if as_json else sys.stdout
     last: dict[str, int] = {}
@@ -257,6 +258,7 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
         pass
     finally:
         threads1 = thread_cpu_s(proc)  # before the threads end and take their figures along
+        sim1 = rig.simulator_cpu_s()
         t_threads = time.monotonic()
         s.runtime.guard("watchdog", dog.stop)
         s.stop()
@@ -266,6 +268,10 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
         s.close()
     summary = summarise(s.tally, rig, s.runtime, cpu, wall, rss_peak, s.keeper)
     span = max(t_threads - t0, 1e-9)
+    if rig.bench is not None:  # the simulators' share is not the rig's: both are shown
+        sim_pct = round(100.0 * (sim1 - sim0) / span, 1)
+        summary["cpu_percent_simulators"] = sim_pct
+        summary["cpu_percent_rig"] = round(summary["cpu_percent"] - sim_pct, 1)
     summary["cpu_percent_by_thread"] = {
         k: round(100.0 * (v - threads0.get(k, 0.0)) / span, 1)
         for k, v in sorted(threads1.items(), key=lambda kv: -(kv[1] - threads0.get(kv[0], 0.0)))

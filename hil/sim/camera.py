@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from hil.sim.cpu import SIM_CPU
 from hil.sim.crystal import Crystal
 from hil.sim.face_render import (
     AUS,
@@ -274,6 +275,10 @@ class SimCamera:
 
     def read(self, timeout_s: float) -> Frame | None:
         """The next frame in sensor order, or None if none is ready within ``timeout_s``."""
+        with SIM_CPU.charge():  # rendering runs in the driver's thread: the bench's CPU
+            return self._read(timeout_s)
+
+    def _read(self, timeout_s: float) -> Frame | None:
         deadline = time.monotonic() + max(timeout_s, 0.0)
         period_ns = 1e9 / self.fps
         while self._running:

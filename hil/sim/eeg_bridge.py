@@ -33,6 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from hil.sim.ads1299 import Ads1299Emulator
+from hil.sim.cpu import SIM_CPU
 from hil.sim.crystal import Crystal
 from sensors import bridge_protocol as bp
 from sensors.blocks import monotonic_ns
@@ -71,6 +72,10 @@ class EegBridgeEmulator:
     # ---- SpiBus
 
     def xfer(self, data: bytes) -> bytes:
+        with SIM_CPU.charge():  # the MCU's work, done in the driver's thread
+            return self._xfer(data)
+
+    def _xfer(self, data: bytes) -> bytes:
         now = monotonic_ns()
         with self._lock:
             self.transactions += 1

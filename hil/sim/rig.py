@@ -15,13 +15,17 @@ the recorded markers, all on one time line that starts at ``t0_ns``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from hil.sim.ads1299 import (
     SHORTED_NOISE_UV,
@@ -31,6 +35,8 @@ from hil.sim.ads1299 import (
     shared_start_line,
 )
 from hil.sim.camera import SimCamera
+from hil.sim.camera_process import CameraProcess
+from hil.sim.cpu import SIM_CPU
 from hil.sim.crystal import Crystal
 from hil.sim.cyton import CytonEmulator
 from hil.sim.eeg_bridge import EegBridgeEmulator
@@ -38,6 +44,7 @@ from hil.sim.hub import HubEmulator
 from hil.sim.marker_source import schedule_markers
 from hil.sim.playback import REPLAY_START_S, PlaybackCamera, ReplayPlan, plan_replay
 from hil.sim.scenario import Scenario, generate
+from hil.sim.spi_process import SpiDeviceProcess
 from hil.sim.wire import (
     EPOCH,
     MARKER,
@@ -134,6 +141,12 @@ def build_sim_eeg(sim: EegSim, settings: Ads1299Settings) -> Ads1299:
                    start_pin=start)
 
 
+def build_sim_camera(scenario: Scenario, wire: dict[str, tuple[str, int, int, str]],
+                     **kw: Any) -> SimCamera:
+    """The simulated camera on the shared wire; runs inside its own process."""
+    return SimCamera(scenario, wire=Wire.attach(wire), **kw)
+
+
 @dataclass
 class SimBench:
     """Simulators for one rig config; build with :meth:`from_config`."""
@@ -143,9 +156,11 @@ class SimBench:
     wire: Wire
     eeg: EegSim | None = None
     eeg_bridge: EegBridgeEmulator | None = None  # built by eeg_bridge_bus (fault hooks)
+    bridge_mcu_process: bool = False  # sim.bridge_mcu_process: the MCU in its own process
+    bridge_process: SpiDeviceProcess | None = None
     cyton: CytonEmulator | None = None  # eeg.backend "sim-cyton": the board on a pty
     hub: HubEmulator | None = None
-    camera: SimCamera | PlaybackCamera | None = None
+    camera: SimCamera | PlaybackCamera | CameraProcess | None = None
     expected_markers: list[Marker] = field(default_factory=list)
     replay: ReplayPlan | None = None
     truth_path: Path | None = None  # where write_ground_truth put it (rewritten at start)
@@ -161,7 +176,8 @@ class SimBench:
             scenario = scenario or load_scenario(sim, duration_s)
         t0 = monotonic_ns() + int(LEAD_IN_S * 1e9)
         wire = Wire(shared=True)  # the EEG emulators sample it from their own process
-        bench = cls(scenario=scenario, t0_ns=t0, wire=wire, replay=plan)
+        bench = cls(scenario=scenario, t0_ns=t0, wire=wire, replay=plan,
+                    bridge_mcu_process=bool(sim["bridge_mcu_process"]))
         seed = int(sim["seed"])
         play = plan or ReplayPlan()
         if cfg.eeg["enabled"] and cfg.eeg["backend"] == "sim-cyton":
@@ -189,9 +205,14 @@ class SimBench:
             else:
                 crystal = Crystal(ppm=float(sim["camera_drift_ppm"]), origin_host_ns=t0,
                                   origin_device_s=CAMERA_UPTIME_S)
-                bench.camera = SimCamera(scenario, fps=fps, width=width, height=height,
-                                         seed=seed, crystal=crystal, wire=wire, t0_ns=t0,
-                                         buffer_frames=buffers)
+                kw = dict(fps=fps, width=width, height=height, seed=seed, crystal=crystal,
+                          t0_ns=t0, buffer_frames=buffers)
+                if sim["camera_process"]:
+                    bench.camera = CameraProcess(
+                        functools.partial(build_sim_camera, scenario, wire.handles(), **kw),
+                        t0_ns=t0)
+                else:
+                    bench.camera = SimCamera(scenario, wire=wire, **kw)
         if plan is None:  # a replay's markers go on the wire when its time line is set
             bench.expected_markers = schedule_markers(wire, scenario.markers, t0)
         return bench
@@ -219,13 +240,18 @@ class SimBench:
             raise RuntimeError("the bench has no EEG")
         return functools.partial(build_sim_eeg, self.eeg, settings)
 
-    def eeg_bridge_bus(self, settings: Ads1299Settings) -> EegBridgeEmulator:
+    def eeg_bridge_bus(self, settings: Ads1299Settings) -> EegBridgeEmulator | SpiDeviceProcess:
         """The EEG bridge's MCU in front of emulated chips, as the bridge's SpiBus.
 
-        It runs in this process (the driver drains it from a pump thread); the chips
-        share one crystal, the MCU has its own."""
+        It runs in this process (the driver drains it from a pump thread; its fault hooks
+        are ``eeg_bridge``), or with ``sim.bridge_mcu_process`` in a process of its own.
+        The chips share one crystal, the MCU has its own."""
         if self.eeg is None:
             raise RuntimeError("the bench has no EEG")
+        if self.bridge_mcu_process:
+            self.bridge_process = SpiDeviceProcess(
+                functools.partial(build_sim_bridge_bus, self.eeg, settings), name="sim-bridge")
+            return self.bridge_process
         self.eeg_bridge = build_sim_bridge_bus(self.eeg, settings, self.wire)
         return self.eeg_bridge
 
@@ -282,6 +308,23 @@ class SimBench:
             late["camera_frames"] = self.camera.not_played
         doc["not_played_at_start"] = late
         return {"replay": doc}
+
+    def cpu_s(self) -> float:
+        """CPU seconds the simulators have spent so far: their own threads (``sim-*``),
+        what they charged in the rig's threads, and the processes of their own (the
+        bridge MCU's, the camera's)."""
+        total = SIM_CPU.seconds
+        sims = {t.native_id for t in threading.enumerate() if t.name.startswith("sim-")}
+        with contextlib.suppress(psutil.Error):
+            total += sum(t.user_time + t.system_time for t in psutil.Process().threads()
+                         if t.id in sims)
+        for dev in (self.bridge_process, self.camera):
+            pid = dev.pid if isinstance(dev, (SpiDeviceProcess, CameraProcess)) else None
+            if pid is not None:
+                with contextlib.suppress(psutil.Error):
+                    ct = psutil.Process(pid).cpu_times()
+                    total += ct.user + ct.system
+        return total
 
     def close(self) -> None:
         if self.cyton is not None:

@@ -397,7 +397,7 @@ class PlaybackCamera:
         self._halt = threading.Event()
         self._running = False
         self._period_ns = round(1e9 / self.fps)
-        self._thread = threading.Thread(target=self._decode, name="camera-playback",
+        self._thread = threading.Thread(target=self._decode, name="sim-camera-playback",
                                         daemon=True)
         self._thread.start()
 
