@@ -13,25 +13,21 @@ Its fault hooks stay in the child, so fault tests use the in-process camera.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from hil.sim import device_process
 from sensors.blocks import Frame, StreamCounters
 
-START_TIMEOUT_S = 30.0  # spawn + imports on a loaded Pi
 POLL_S = 0.02  # how often the child looks for a command while no frame is due
 
 
 def _serve(factory: Callable[[], Any], conn: Connection) -> None:
-    try:
-        cam = factory()
-    except Exception as exc:  # the parent raises it as the camera's open error
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    cam = device_process.build(factory, conn)
+    if cam is None:
         return
-    conn.send(("ready",))
     running = False
     try:
         while True:
@@ -70,17 +66,8 @@ class CameraProcess:
         self.counters = StreamCounters()
         self.counters.extra.update({"overrun": 0, "sensor_drop": 0})
         self.name = name
-        ctx = mp.get_context("spawn")  # no fork of a threaded parent
-        self._conn, child = ctx.Pipe(duplex=True)
-        self._proc = ctx.Process(target=_serve, args=(factory, child), name=name, daemon=True)
-        self._proc.start()
-        child.close()
+        self._proc, self._conn = device_process.spawn(_serve, factory, name)
         self._reading = threading.Lock()  # the pump reads while stop() drains: one at a time
-        msg = self._recv(START_TIMEOUT_S)
-        if msg is None or msg[0] != "ready":
-            self.close()
-            why = msg[1] if msg is not None and msg[0] == "error" else "did not start"
-            raise OSError(f"{name}: {why}")
 
     @property
     def pid(self) -> int | None:
@@ -108,11 +95,7 @@ class CameraProcess:
 
     def close(self) -> None:
         self._send(("close",))
-        self._proc.join(2.0)
-        if self._proc.is_alive():
-            self._proc.terminate()
-            self._proc.join(2.0)
-        self._conn.close()
+        device_process.stop(self._proc, self._conn)
 
     def _take_counts(self, counts: tuple[int, dict[str, int]]) -> None:
         self.counters.dropped = counts[0]

@@ -12,23 +12,20 @@ Its fault hooks stay in the child, so fault tests use the in-process emulator.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-START_TIMEOUT_S = 30.0  # spawn + imports (numpy, scipy) on a loaded Pi
+from hil.sim import device_process
+
 XFER_TIMEOUT_S = 5.0  # a live emulator answers in well under a millisecond
 
 
 def _serve(factory: Callable[[], Any], conn: Connection) -> None:
-    try:
-        device = factory()
-    except Exception as exc:  # the parent raises it as the bus's open error
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    device = device_process.build(factory, conn)
+    if device is None:
         return
-    conn.send(("ready",))
     try:
         while True:
             msg = conn.recv()
@@ -48,16 +45,8 @@ class SpiDeviceProcess:
     """``sensors.seams.SpiBus`` whose device is ``factory()`` in a child process."""
 
     def __init__(self, factory: Callable[[], Any], name: str = "sim-spi") -> None:
-        ctx = mp.get_context("spawn")  # no fork of a threaded parent
-        self._conn, child = ctx.Pipe(duplex=True)
-        self._proc = ctx.Process(target=_serve, args=(factory, child), name=name, daemon=True)
-        self._proc.start()
-        child.close()
+        self._proc, self._conn = device_process.spawn(_serve, factory, name)
         self._lock = threading.Lock()  # one transfer at a time, as on one chip select
-        msg = self._recv(START_TIMEOUT_S, "did not start")
-        if msg[0] == "error":
-            self.close()
-            raise OSError(f"{name}: {msg[1]}")
 
     @property
     def pid(self) -> int | None:
@@ -86,8 +75,4 @@ class SpiDeviceProcess:
         with self._lock:
             with contextlib.suppress(OSError, ValueError):
                 self._conn.send(("close",))
-            self._proc.join(2.0)
-            if self._proc.is_alive():
-                self._proc.terminate()
-                self._proc.join(2.0)
-            self._conn.close()
+            device_process.stop(self._proc, self._conn)
