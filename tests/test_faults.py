@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
+from small_disk import small_disk
 
 from edge.recording.format import open_recording
 from hil.faults import (
@@ -274,14 +273,8 @@ def test_camera_drops_are_all_counted_and_a_freeze_spots_nothing() -> None:
 # ---------------------------------------------------------------------- (6) disk full
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_disk_full_shows_in_health_and_acquisition_continues(tmp_path: Path) -> None:
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with small_disk(tmp_path, 1) as mnt:
         filler = mnt / "filler"
         filler.write_bytes(b"\0" * (1024 * 1024 - 96 * 1024))
         free_s = 8.0
@@ -289,8 +282,6 @@ def test_disk_full_shows_in_health_and_acquisition_continues(tmp_path: Path) -> 
                               cfg=sim_config(camera=False, record=True, min_free_mb=0),
                               record_dir=mnt,
                               processing=False)
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
     status = [(s.t_s, s.health["recorder"]) for s in run.timeline]
     err = run.first(lambda s: s.health["recorder"].startswith("error"))
     ok_again = run.first(lambda s: s.health["recorder"] == "ok", after_s=run.fault_times["free"])
@@ -307,12 +298,7 @@ def test_disk_full_shows_in_health_and_acquisition_continues(tmp_path: Path) -> 
 
 
 def test_low_space_stops_recording_cleanly_and_acquisition_continues(tmp_path: Path) -> None:
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with small_disk(tmp_path, 4) as mnt:
         # 1 MiB reserve, about 384 KiB above it: a few seconds of EEG and hub.
         (mnt / "filler").write_bytes(b"\0" * (4 * 1024 * 1024 - 1024 * 1024 - 384 * 1024))
         run = run_with_faults(10.0, [], cfg=sim_config(camera=False, record=True,
@@ -320,8 +306,6 @@ def test_low_space_stops_recording_cleanly_and_acquisition_continues(tmp_path: P
                               record_dir=mnt, processing=False)
         free_b = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
         rec = open_recording(next(mnt.glob("*.mcap")))
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
     stop = run.first(lambda s: s.health["recorder"].startswith("stopped: low disk space"))
     _report("low_space", run, stopped_s=stop, free_kib=free_b // 1024, recorder=run.recorder)
     assert stop is not None and run.errors == []

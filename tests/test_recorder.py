@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from small_disk import small_disk
 
 from edge.recording.format import RecordingError, open_recording
 from edge.recording.recorder import Recorder
@@ -295,21 +296,13 @@ def test_disk_full_sets_status_and_recovers_without_raising(tmp_path: Path) -> N
     _assert_disk_full_then_recovered(path, rec, free_space)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_full_tmpfs_sets_status_and_recovers(tmp_path: Path) -> None:
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with small_disk(tmp_path, 1) as mnt:
         filler = mnt / "filler"
         filler.write_bytes(b"\0" * (1024 * 1024 - 64 * 1024))
         rec = Recorder(mnt / "rec.mcap", [child.EEG], chunk_period_s=0.05,
                        retry_period_s=0.1, min_free_bytes=0)  # no low-space stop: fill it
         _assert_disk_full_then_recovered(mnt / "rec.mcap", rec, filler.unlink)
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_full_queue_drops_and_counts_without_blocking(tmp_path: Path) -> None:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from small_disk import small_disk
 
 from edge.recording.export import export
 from edge.recording.format import (
@@ -281,14 +281,8 @@ def _fill_until_stopped(rec: Recorder, timeout_s: float = 20.0) -> int:
     return k
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_low_space_stops_cleanly_before_a_small_disk_is_full(tmp_path: Path) -> None:
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with small_disk(tmp_path, 4) as mnt:
         rec = Recorder(mnt / "r.mcap", [_eeg_info()], chunk_period_s=0.02,
                        min_free_bytes=1 << 20)
         k = _fill_until_stopped(rec)
@@ -303,8 +297,6 @@ def test_low_space_stops_cleanly_before_a_small_disk_is_full(tmp_path: Path) -> 
         assert r.complete  # summary and footer written: a clean stop, not a torn file
         s = r.streams["eeg"]
         assert len(s) > 0 and np.array_equal(s.index, np.arange(len(s)))
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_storage_figures_from_the_free_space_seam(tmp_path: Path) -> None:
