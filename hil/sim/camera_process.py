@@ -65,7 +65,6 @@ class CameraProcess:
         self.t0_ns = t0_ns  # the scenario's zero; a replay sets it again before start
         self.counters = StreamCounters()
         self.counters.extra.update({"overrun": 0, "sensor_drop": 0})
-        self.name = name
         self._proc, self._conn = device_process.spawn(_serve, factory, name)
         self._reading = threading.Lock()  # the pump reads while stop() drains: one at a time
 
