@@ -22,6 +22,7 @@ from dataclasses import asdict
 from multiprocessing.connection import Connection
 from typing import Any
 
+from edge.service import ignore_stop_signals
 from edge.wakeup import set_realtime
 from sensors.blocks import SampleBlock, StreamCounters, StreamInfo
 from sensors.errors import DeviceError, DeviceTimeout
@@ -32,6 +33,7 @@ _ERRORS = {cls.__name__: cls for cls in DeviceError.__subclasses__()} | {
 
 def _child(factory: Callable[[], Any], conn: Connection, rt_priority: int | None) -> None:
     """The child's whole life: build, open, then poll until told to stop."""
+    ignore_stop_signals()
     try:
         driver = factory()
         driver.open()

@@ -5,6 +5,12 @@ WatchdogSec=, ``WATCHDOG_USEC`` (and ``WATCHDOG_PID``). We send datagrams of
 ``KEY=VALUE`` lines: ``READY=1``, ``STATUS=...``, ``WATCHDOG=1``, ``STOPPING=1``. Outside
 systemd (no NOTIFY_SOCKET) every call is a no-op, so the same code runs from a shell.
 
+:class:`StopSignals` turns ``systemctl stop`` (SIGTERM) and Ctrl-C (SIGINT) into a request
+the run loop sees between two dispatch steps, so the recording is finished and nothing
+drained is dropped; Python's default would end the process mid-write. Child processes
+(the EEG acquisition, simulated devices) call :func:`ignore_stop_signals`: systemd signals
+the whole control group at once, and the parent stops them in order instead.
+
 The :class:`Watchdog` pets only while every stream flows: a stalled driver then stops
 the petting, and systemd kills and restarts the service (Restart=on-failure). READY=1 is
 sent only once every stream has flowed, so ``systemctl start`` waits for real data.
@@ -14,14 +20,56 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from types import FrameType, TracebackType
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHECK_S = 1.0  # how often flowing() is asked when systemd set no watchdog
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopSignals:
+    """While entered (main thread only): the first SIGTERM or SIGINT sets
+    :attr:`requested`; a second one raises KeyboardInterrupt, for a stop that hangs."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():  # else Python refuses
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._previous.clear()
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+
+def ignore_stop_signals() -> None:
+    """In a child process: leave stopping to the parent, which ends it over its pipe (and
+    a child whose parent died ends on the pipe's EOF)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class Notifier:

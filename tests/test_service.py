@@ -210,3 +210,48 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     problems = [ln for ln in (res.stdout + res.stderr).splitlines()
                 if "mmme-edge.service" in ln]
     assert res.returncode == 0 and not problems, res.stdout + res.stderr
+
+
+def test_systemctl_stop_finishes_the_recording_and_the_summary(tmp_path: Path) -> None:
+    """SIGTERM to the whole control group, as ``systemctl stop`` sends it: the rig stops
+    cleanly (exit 0, summary, footer written) and its child processes (direct-mode EEG
+    acquisition, the camera's sensor) wait for it instead of dying first."""
+    import json
+    import signal
+    import sys
+
+    from edge import config
+    from edge.recording.info import info
+
+    text = config.example_path("sim").read_text().replace(
+        'eeg_link = "bridge"', 'eeg_link = "spi"\ncamera_process = true')
+    cfg = tmp_path / "rig.toml"
+    cfg.write_text(text)
+    d = tempfile.mkdtemp(prefix="sdn-")
+    side = SystemdSide(os.path.join(d, "notify"))
+    env = {**os.environ, "NOTIFY_SOCKET": os.path.join(d, "notify")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "run", "--sim", "--config", str(cfg), "--json",
+         "--quiet", "--record-dir", str(tmp_path / "rec")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True, cwd=REPO)
+    try:
+        assert side.wait_for("READY=1", timeout_s=60), side.lines  # every stream flows
+        time.sleep(2.0)
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        told = side.drain(0.2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        side.sock.close()
+        shutil.rmtree(d, ignore_errors=True)
+    assert proc.returncode == 0, err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["errors"] == [], summary["errors"]
+    assert "STOPPING=1" in told
+    rec = info(summary["recording"])
+    assert rec["complete"], rec["segments"]
+    for name in ("eeg", "hub"):  # everything drained was recorded
+        assert rec["streams"][name]["samples"] == summary["streams"][name]["received"] > 1000

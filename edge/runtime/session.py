@@ -31,6 +31,7 @@ from edge.runtime.report import (
     tree_cpu_s,
     tree_rss_mb,
 )
+from edge.service import StopSignals
 
 if TYPE_CHECKING:
     from edge.clock.keeper import ClockKeeper
@@ -241,31 +242,32 @@ def run(cfg: RigConfig, duration_s: float = 0.0, as_json: bool = False, quiet: b
     last: dict[str, int] = {}
     next_status = t0 + 1.0
     rss_peak = 0.0
-    s.start()
-    dog = watchdog(s.tally, rig)
-    try:
-        while duration_s <= 0 or time.monotonic() - t0 < duration_s:
-            s.step(0.005)
-            now = time.monotonic()
-            if now >= next_status:
-                next_status += 1.0
-                rss_now = tree_rss_mb(proc)
-                rss_peak = max(rss_peak, rss_now)
-                if not quiet:
-                    print(status_line(now - t0, s.tally, rig, last, rss_now), file=out,
-                          flush=True)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        threads1 = thread_cpu_s(proc)  # before the threads end and take their figures along
-        sim1 = rig.simulator_cpu_s()
-        t_threads = time.monotonic()
-        s.runtime.guard("watchdog", dog.stop)
-        s.stop()
-        wall = time.monotonic() - t0
-        cpu = tree_cpu_s(proc) - cpu0
-        rss_peak = max(rss_peak, tree_rss_mb(proc))
-        s.close()
+    with StopSignals() as stop:  # SIGTERM (systemctl stop), Ctrl-C: a clean stop
+        s.start()
+        dog = watchdog(s.tally, rig)
+        try:
+            while not stop.requested and (duration_s <= 0 or time.monotonic() - t0 < duration_s):
+                s.step(0.005)
+                now = time.monotonic()
+                if now >= next_status:
+                    next_status += 1.0
+                    rss_now = tree_rss_mb(proc)
+                    rss_peak = max(rss_peak, rss_now)
+                    if not quiet:
+                        print(status_line(now - t0, s.tally, rig, last, rss_now), file=out,
+                              flush=True)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            threads1 = thread_cpu_s(proc)  # before the threads end and take their figures along
+            sim1 = rig.simulator_cpu_s()
+            t_threads = time.monotonic()
+            s.runtime.guard("watchdog", dog.stop)
+            s.stop()
+            wall = time.monotonic() - t0
+            cpu = tree_cpu_s(proc) - cpu0
+            rss_peak = max(rss_peak, tree_rss_mb(proc))
+            s.close()
     summary = summarise(s.tally, rig, s.runtime, cpu, wall, rss_peak, s.keeper)
     span = max(t_threads - t0, 1e-9)
     if rig.bench is not None:  # the simulators' share is not the rig's: both are shown

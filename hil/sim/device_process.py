@@ -12,6 +12,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from edge.service import ignore_stop_signals
+
 START_TIMEOUT_S = 30.0  # spawn + imports (numpy, scipy) on a loaded Pi
 
 
@@ -25,7 +27,7 @@ def spawn(serve: Callable[[Callable[[], Any], Connection], None], factory: Calla
     child.close()
     msg = conn.recv() if conn.poll(START_TIMEOUT_S) else ("error", "did not start")
     if msg[0] != "ready":
-        proc.terminate()
+        proc.kill()  # it ignores SIGTERM
         proc.join(2.0)
         conn.close()
         raise OSError(f"{name}: {msg[1]}")
@@ -34,6 +36,7 @@ def spawn(serve: Callable[[Callable[[], Any], Connection], None], factory: Calla
 
 def build(factory: Callable[[], Any], conn: Connection) -> Any | None:
     """In the child: the device, with "ready" sent; or None, with the error sent."""
+    ignore_stop_signals()  # the rig stops its devices in order
     try:
         device = factory()
     except Exception as exc:  # the parent raises it as the device's open error
@@ -47,6 +50,6 @@ def stop(proc: BaseProcess, conn: Connection) -> None:
     """After the close message: wait for the child, end it if it hangs."""
     proc.join(2.0)
     if proc.is_alive():
-        proc.terminate()
+        proc.kill()  # it ignores SIGTERM
         proc.join(2.0)
     conn.close()
