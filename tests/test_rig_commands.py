@@ -56,7 +56,7 @@ def test_commands_drive_the_running_rig(tmp_path: Path) -> None:
         sub = Collector(b.port, f"mmme/v1/{RIG}/#", client_id="cmd-dash").start()
         proc = subprocess.Popen(
             [sys.executable, "-m", "edge.cli", "run", "--sim", "--config",
-             str(_config(tmp_path, b.port)), "--duration", "25", "--json", "--quiet",
+             str(_config(tmp_path, b.port)), "--json", "--quiet",
              "--record-dir", str(tmp_path / "rec")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -93,6 +93,7 @@ def test_commands_drive_the_running_rig(tmp_path: Path) -> None:
                 time.sleep(0.05)
             assert sub.of("status")[-1]["recording"] is True
         finally:
+            proc.terminate()  # systemctl stop: a clean end, with the summary
             out, err = proc.communicate(timeout=90)
             sub.stop()
         assert proc.returncode == 0, err[-2000:]
