@@ -338,3 +338,14 @@ def test_storage_on_health_validates_against_the_schema(tmp_path: Path) -> None:
     assert validate("health", Envelope("r1").wrap("health", body)) == []
     body["storage"] = {"write_bytes_per_s": "fast"}
     assert validate("health", Envelope("r1").wrap("health", body))  # a wrong one is caught
+
+
+def test_lossless_coder_benchmark_reports_every_coder_or_why_it_did_not_open(capsys) -> None:
+    from hil.benchmarks import lossless_coders
+
+    assert lossless_coders.main(["--width", "160", "--height", "120", "--frames", "8",
+                                 "--only", "ffv1,x264-ultrafast", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(got) == {"ffv1", "x264-ultrafast"}
+    for r in got.values():
+        assert r["ratio"] > 1.0 and r["cpu_ms_per_frame"] > 0, r

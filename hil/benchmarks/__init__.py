@@ -28,6 +28,8 @@ REGISTRY: dict[str, Bench] = {b.name: b for b in (
     Bench("spotting", ("--events", "200", "--json"), "MEGC F1 and per-frame cost"),
     Bench("recorder", ("--seconds", "20"), "recorder speed against the rig's data rate"),
     Bench("camera_stores", ("--json",), "storage rate of the raw, lossless and face stores"),
+    Bench("lossless_coders", ("--json",),
+          "every lossless coder on whole 640x480 frames: ratio, GB/h, CPU at 200 fps"),
     Bench("model", ("--json",), "int8 latency and LOSO metrics"),
     Bench("mqtt", ("--json",), "outbox against plain paho"),
     Bench("rig", ("--json",), "whole rig: CPU, memory, highest camera rate, latency"),
