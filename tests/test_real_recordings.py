@@ -199,6 +199,45 @@ def test_motion_makes_the_rate_invalid_with_a_reason_and_adds_no_beats(clean) ->
     assert abs(br.tick_mean(feats, "ppg_hr_bpm") - hr) <= 1.5
 
 
+# --- a real ECG with the noise a worn rig adds ---------------------------------------------------
+def test_electrode_motion_and_muscle_noise_make_the_ecg_rate_invalid_not_wrong() -> None:
+    """Two minutes of MIT-BIH 100 (MLII) with 12 s of electrode motion (a random walk of
+    twice the ECG's size) and 12 s of muscle noise (20-100 Hz, half its size) added: no
+    quality bit flags either, so the beats themselves must. Every tick whose rate window
+    lies inside a noisy span is invalid, the valid ticks keep the clean rate, and the
+    clean recording stays valid."""
+    rec = br.read_any(_corpus() / "physionet/100.hea")
+    ch = rec.first("ecg")
+    assert ch is not None
+    fs = ch.fs
+    x = ch.x[: round(120 * fs)]
+    clean = br.stream(br.Channel("MLII", "ecg", x, fs))[0]
+    ticks = [f for f in clean if f.name == "ecg_hr_bpm"]
+    hr = br.tick_mean(clean, "ecg_hr_bpm")
+    assert np.mean([f.valid for f in ticks[5:]]) >= 0.95  # after the warm-up
+    rng = np.random.default_rng(7)
+    amp = np.ptp(x[: round(10 * fs)])
+    spans = [(30.0, 42.0), (75.0, 87.0)]
+    y = x.copy()
+    i0, i1 = (round(v * fs) for v in spans[0])
+    walk = signal.detrend(np.cumsum(rng.normal(0, 1, i1 - i0)))
+    y[i0:i1] += 2 * amp * walk / np.std(walk)
+    i0, i1 = (round(v * fs) for v in spans[1])
+    emg = signal.sosfilt(signal.butter(2, (20, 100), "bandpass", fs=fs, output="sos"),
+                         rng.normal(0, 1, i1 - i0))
+    y[i0:i1] += 0.5 * amp * emg / np.std(emg)
+    feats = br.stream(br.Channel("MLII", "ecg", y, fs))[0]
+    ticks = [f for f in feats if f.name == "ecg_hr_bpm"]
+    inside = [f for f in ticks if any(a + 5.0 <= (f.t_ns - br.T0_NS) / 1e9 <= b
+                                      for a, b in spans)]
+    reasons = {f.reason for f in inside}
+    print(f"\nECG noise: reasons inside {reasons}; valid rate {br.tick_mean(feats, 'ecg_hr_bpm'):.2f}"
+          f" vs clean {hr:.2f} bpm; {sum(f.valid for f in ticks)} of {len(ticks)} ticks valid")
+    assert inside and not any(f.valid for f in inside)
+    assert "low_sqi" in reasons
+    assert abs(br.tick_mean(feats, "ecg_hr_bpm") - hr) <= 1.5
+
+
 def test_bench_reads_a_users_folder_of_edf_and_csv(tmp_path: Path, capsys) -> None:
     """`mmme-hil bench real DIR`: the same real samples written as EDF and as CSV."""
     import edfio

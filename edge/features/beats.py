@@ -23,6 +23,15 @@ from .base import (
 )
 from .peaks import AdaptivePeaks, BeatSeries, local_max_candidates
 
+LOW_SQI = "low_sqi"  # the beats in the window do not look like one beat repeated
+
+
+def correlations(shapes: np.ndarray, template: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each (mean-removed) row with ``template``; nan for a flat one."""
+    den = np.linalg.norm(shapes, axis=1) * np.linalg.norm(template)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (shapes @ template) / den
+
 
 class BeatStep(OneSecondPieces):
     """Base class: subclasses set the filters and implement ``_columns``, ``_value`` and
@@ -72,6 +81,32 @@ class BeatStep(OneSecondPieces):
 
     def _tick_features(self, t_ns: int, reason: str) -> list[Feature]:
         return []
+
+    def _relearn(self, k: int) -> None:
+        """Learn the detection levels again from the candidates after tick row ``k``'s
+        horizon (the same rows whatever the block size); no interval spans the relearning."""
+        self.peaks.reset()
+        self.peaks.spk = None
+        self.beats.break_()
+        self._warm_end = k + self.lag + self.warm
+        self._warm.clear()
+
+    def _window_quality(self, bt: np.ndarray, rr: np.ndarray) -> str:
+        """OK, or why the beats of a rate window cannot be trusted (a signal-quality index);
+        a window that fails relearns the detection levels."""
+        return OK
+
+    def _beat_shapes(self, bt: np.ndarray, rr: np.ndarray, column: int) -> np.ndarray | None:
+        """One row per beat of the window: ``column`` over the median interval centred on
+        the beat, mean removed (Orphanidou's template window); None with under 3 beats."""
+        ok = rr[np.isfinite(rr)]
+        half = int(np.median(ok) * 0.5e9) if ok.size else 0
+        segs = [self.ring.between(int(tb) - half, int(tb) + half)[1][:, column] for tb in bt]
+        n = min((sg.size for sg in segs), default=0)
+        if len(segs) < 3 or n < 4:
+            return None
+        m = np.stack([sg[:n] for sg in segs])
+        return m - m.mean(axis=1, keepdims=True)
 
     # --- streaming ----------------------------------------------------------------------------
     def _update(self, t_ns: np.ndarray, x: np.ndarray, bad: np.ndarray) -> list[Feature]:
@@ -158,10 +193,16 @@ class BeatStep(OneSecondPieces):
         t_end, _, reason = window
         if reason == OK and (self.peaks.spk is None or k <= self._warm_end):
             reason = WARMUP
-        _bt, rr = self.beats.window(t_end - self.hr_window_ns, t_end + 1)
+        bt, rr = self.beats.window(t_end - self.hr_window_ns, t_end + 1)
         hr = 60.0 / rr[np.isfinite(rr)]
         if reason == OK and hr.size < 2:
             reason = NO_BEATS
+        if reason == OK:
+            reason = self._window_quality(bt, rr)
+            if reason != OK:
+                # Levels learnt on noise can sit above every real beat for tens of seconds
+                # (the search-back adds one beat per detection): learn them again.
+                self._relearn(k)
         out = [Feature.make(f"{self.prefix}_hr_bpm", float(np.mean(hr)) if hr.size else np.nan,
                             "bpm", t_end, self._latest_ns, reason)]
         return out + self._tick_features(t_end, reason)

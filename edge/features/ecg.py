@@ -6,6 +6,10 @@ with search-back. The R peak is then placed at the maximum of the 0.5-Hz high-pa
 in the 250 ms before the candidate (the integrator peaks after the R wave), or at its
 minimum on a lead whose QRS points down (learnt from the beats so far).
 
+Quality: a 1-s tick is invalid with reason ``low_sqi`` when the beats of its rate window do
+not look like one beat repeated (template correlation, :meth:`EcgFeatures._window_quality`):
+electrode motion and muscle noise on a worn rig, which no quality bit of the hub flags.
+
 Latency: an R peak is reported about 0.35-0.45 s after it happened (integrator and
 band-pass delay ~0.1-0.2 s, plus the 200-ms neighbourhood). Tick features (every 1 s of
 signal) are reported once every beat up to the tick is decided: about 0.6 s after the tick.
@@ -17,8 +21,14 @@ import numpy as np
 from scipy import signal
 
 from .base import OK, Feature, SosStream, butter
-from .beats import BeatStep
+from .beats import LOW_SQI, BeatStep, correlations
 from .peaks import hrv_time, rate_slope
+
+# Orphanidou et al.'s ECG thresholds, and one for a missed beat (twice the interval).
+MIN_TEMPLATE_CORR = 0.66
+MAX_RR_S = 3.0
+MAX_RR_RATIO = 2.2
+MISSED_BEAT_RATIO = 1.7
 
 
 class EcgFeatures(BeatStep):
@@ -70,6 +80,26 @@ class EcgFeatures(BeatStep):
         self._polarity = 0.9 * self._polarity + 0.1 * (hi + lo)
         i = int(np.argmax(x[:, 0])) if self._polarity >= 0 else int(np.argmin(x[:, 0]))
         return base + i, float(x[i, 0])
+
+    def _window_quality(self, bt: np.ndarray, rr: np.ndarray) -> str:
+        """Orphanidou et al. 2015 (IEEE JBHI 19:832), their rules for the ECG: no interval
+        over 3 s, the longest within 2.2 times the shortest, and beats that correlate with
+        their template by at least 0.66 (here the median beat and the median correlation, so
+        one odd beat does not fail a window); plus intervals covering half the window, and
+        none over 1.7 times the window's median (a beat the detector missed next to noise).
+        Electrode motion and muscle noise make "beats" that fail one of these; a window of
+        frequent ectopic beats can fail the ratio rule too (its rate is no sinus rate)."""
+        ok = rr[np.isfinite(rr)]
+        if ok.size and (ok.max() > MAX_RR_S or ok.max() > MAX_RR_RATIO * ok.min()
+                        or ok.max() > MISSED_BEAT_RATIO * np.median(ok)
+                        or ok.sum() < 0.5 * self.hr_window_ns / 1e9):
+            return LOW_SQI
+        m = self._beat_shapes(bt, rr, 0)
+        if m is None:
+            return OK  # too few beats to judge: the NO_BEATS rule decides
+        corr = correlations(m, np.median(m, axis=0))
+        good = corr[np.isfinite(corr)]
+        return OK if good.size and float(np.median(good)) >= MIN_TEMPLATE_CORR else LOW_SQI
 
     def _tick_features(self, t_ns: int, reason: str) -> list[Feature]:
         now = self._latest_ns

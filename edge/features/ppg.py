@@ -40,10 +40,9 @@ from .base import (
     tick_window,
     union_bits,
 )
-from .beats import BeatStep
+from .beats import LOW_SQI, BeatStep, correlations
 
 MOTION = "motion"
-LOW_SQI = "low_sqi"  # the beats in the window do not look like one pulse repeated
 
 
 class PpgFeatures(BeatStep):
@@ -201,20 +200,10 @@ class PpgFeatures(BeatStep):
             return False
         if ok.sum() < 0.5 * self.hr_window_ns / 1e9:
             return False  # beats found in a few places only: most of the window is not pulse
-        half = int(np.median(ok) * 0.5e9) if ok.size else 0
-        segs = []
-        for tb in bt:
-            _, c, _ = self.ring.between(int(tb) - half, int(tb) + half)
-            segs.append(c[:, 1])
-        n = min((sg.size for sg in segs), default=0)
-        if len(segs) < 3 or n < 4:
+        m = self._beat_shapes(bt, rr, 1)
+        if m is None:
             return True  # too few to judge: the rate rules above decide
-        m = np.stack([sg[:n] for sg in segs])
-        m = m - m.mean(axis=1, keepdims=True)
-        tmpl = m.mean(axis=0)
-        den = np.linalg.norm(m, axis=1) * np.linalg.norm(tmpl)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            corr = (m @ tmpl) / den
+        corr = correlations(m, m.mean(axis=0))
         return bool(np.nanmean(corr) >= 0.86) if np.isfinite(corr).any() else False
 
     def _tick(self, k: int) -> list[Feature]:

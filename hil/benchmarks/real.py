@@ -370,7 +370,8 @@ def ecg_rows(rec: Recording, ch: Channel) -> list[Row]:
     name = f"{rec.name}:{ch.name}"
     hr = tick_mean(feats, "ecg_hr_bpm")
     rows.append(Row(name, "ecg_hr_bpm", hr, {k: rate_of(v) for k, v in refs.items()},
-                    hr_agrees(hr, {k: rate_of(v) for k, v in refs.items()}), rtf))
+                    hr_agrees(hr, {k: rate_of(v) for k, v in refs.items()}), rtf,
+                    valid_ticks(feats, "ecg_hr_bpm")))
     if rec.beats_s is not None:
         # Beats still undecided at the end (the detector's latency) are not counted.
         se, pp = se_pp(ours_b, rec.beats_s, t_max=dur - 1.0)
@@ -393,10 +394,13 @@ def ppg_rows(rec: Recording, ch: Channel) -> list[Row]:
     rtf = ch.x.size / ch.fs / max(cpu, 1e-9)
     hr = tick_mean(feats, "ppg_hr_bpm")
     refs = ref_ppg(_filled(ch.x), ch.fs)
-    n = sum(f.name == "ppg_hr_bpm" for f in feats)
-    valid = sum(f.name == "ppg_hr_bpm" and f.valid for f in feats)
     return [Row(f"{rec.name}:{ch.name}", "ppg_hr_bpm", hr, refs, hr_agrees(hr, refs), rtf,
-                f"{valid}/{n} ticks valid")]
+                valid_ticks(feats, "ppg_hr_bpm"))]
+
+
+def valid_ticks(feats: list[Feature], name: str) -> str:
+    n = sum(f.name == name for f in feats)
+    return f"{sum(f.name == name and f.valid for f in feats)}/{n} ticks valid"
 
 
 def rsp_rows(rec: Recording, ch: Channel) -> list[Row]:
