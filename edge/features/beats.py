@@ -200,8 +200,10 @@ class BeatStep(OneSecondPieces):
         if reason == OK:
             reason = self._window_quality(bt, rr)
             if reason != OK:
-                # Levels learnt on noise can sit above every real beat for tens of seconds
+                # Its intervals stay out of every later window (HRV looks back 30 s), and
+                # levels learnt on noise can sit above every real beat for tens of seconds
                 # (the search-back adds one beat per detection): learn them again.
+                self.beats.distrust(t_end - self.hr_window_ns, t_end + 1)
                 self._relearn(k)
         out = [Feature.make(f"{self.prefix}_hr_bpm", float(np.mean(hr)) if hr.size else np.nan,
                             "bpm", t_end, self._latest_ns, reason)]

@@ -103,13 +103,13 @@ class EcgFeatures(BeatStep):
 
     def _tick_features(self, t_ns: int, reason: str) -> list[Feature]:
         now = self._latest_ns
-        _, rr = self.beats.window(t_ns - self.hrv_window_ns, t_ns + 1)
+        _, rr = self.beats.trusted(t_ns - self.hrv_window_ns, t_ns + 1)
         ok = int(np.isfinite(rr).sum())
         rmssd, sdnn = hrv_time(rr)
         # Need most of the window covered by clean intervals, else HRV is not comparable.
         need = max(5, int(self.hrv_window_ns / 1e9 / 3))
         r_hrv = reason if reason != OK else ("no_beats" if ok < need else OK)
-        bt, rr_s = self.beats.window(t_ns - self.slope_window_ns, t_ns + 1)
+        bt, rr_s = self.beats.trusted(t_ns - self.slope_window_ns, t_ns + 1)
         slope = rate_slope(bt, 60.0 / rr_s)
         r_slope = reason if reason != OK else ("no_beats" if not np.isfinite(slope) else OK)
         return [

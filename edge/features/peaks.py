@@ -111,6 +111,7 @@ class BeatSeries:
         self.cap = capacity
         self.t = np.zeros(0, np.int64)  # beat times
         self.rr = np.zeros(0)  # interval ending at each beat, s (NaN: none or invalid)
+        self.suspect = np.zeros(0, bool)  # its interval failed a window's quality rules
         self.rr_min_s, self.rr_max_s = rr_min_s, rr_max_s
         self._connected = False
 
@@ -127,8 +128,21 @@ class BeatSeries:
                 rr = float("nan")
         self.t = np.append(self.t, np.int64(t_ns))[-self.cap:]
         self.rr = np.append(self.rr, rr)[-self.cap:]
+        self.suspect = np.append(self.suspect, False)[-self.cap:]
         self._connected = True
         return rr
+
+    def distrust(self, t0: int, t1: int) -> None:
+        """The intervals ending at beats with t0 <= t < t1 failed a quality rule: the
+        windows of :meth:`trusted` (HRV, rate slope) leave them out for as long as they look
+        back; :meth:`window` still gives them, for the rules that judge each new window."""
+        a, b = np.searchsorted(self.t, [t0, t1])
+        self.suspect[a:b] = True
+
+    def trusted(self, t0: int, t1: int) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`window`, with distrusted intervals NaN (a break in the run)."""
+        a, b = np.searchsorted(self.t, [t0, t1])
+        return self.t[a:b], np.where(self.suspect[a:b], np.nan, self.rr[a:b])
 
     def window(self, t0: int, t1: int) -> tuple[np.ndarray, np.ndarray]:
         """Beat times and intervals (s, NaN where invalid) for beats with t0 <= t < t1."""

@@ -289,8 +289,9 @@ class FeaturePipeline:
         if now - step.LATENCY_MS * 1e6 < t + after:  # type: ignore[attr-defined]
             return {n: Feature.make(n, np.nan, u, t, now, PENDING) for n, u in names}
         beats = step.beats  # type: ignore[attr-defined]
-        _, rb = beats.window(t - int(self.cfg.event_hr_base_s * 1e9), t)
-        _, ra = beats.window(t, t + after)
+        # Intervals from windows that failed their quality rules stay out (ECG).
+        _, rb = beats.trusted(t - int(self.cfg.event_hr_base_s * 1e9), t)
+        _, ra = beats.trusted(t, t + after)
         hb, ha = 60.0 / rb[np.isfinite(rb)], 60.0 / ra[np.isfinite(ra)]
         reason = OK if hb.size >= 1 and ha.size >= 2 else "no_beats"
         base = float(hb.mean()) if hb.size else np.nan
