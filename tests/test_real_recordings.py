@@ -264,3 +264,18 @@ def test_bench_reads_a_users_folder_of_edf_and_csv(tmp_path: Path, capsys) -> No
     out = capsys.readouterr().out.strip().splitlines()
     print("\n" + "\n".join(out))
     assert out[-1] == '{"recordings": 2, "agree": 2, "errors": 0}'
+
+
+def test_a_ppg_window_of_unlike_pulses_keeps_its_intervals_out_of_the_event_heart_rate() -> None:
+    """HeartPy's data2 starts with the sensor not worn: those windows are ``low_sqi``, and
+    the event heart rate fusion uses (``BeatSeries.trusted``) must not read their beats."""
+    ch = br.packaged_recordings()[1].channels[0]
+    step = PpgFeatures(ch.fs)
+    t = br.T0_NS + np.round(np.arange(ch.x.size) * 1e9 / ch.fs).astype(np.int64)
+    feats = step.update(t, ch.x, np.zeros(ch.x.size, np.uint8))
+    low = [f for f in feats if f.name == "ppg_hr_bpm" and f.reason == "low_sqi"]
+    assert low
+    for f in low:
+        _, raw = step.beats.window(f.t_ns - step.hr_window_ns, f.t_ns + 1)
+        _, kept = step.beats.trusted(f.t_ns - step.hr_window_ns, f.t_ns + 1)
+        assert np.isfinite(raw).any() and not np.isfinite(kept).any()

@@ -221,6 +221,7 @@ class PpgFeatures(BeatStep):
             reason = NO_BEATS
         if reason == OK and not self._pulses_agree(bt, rr):
             reason = LOW_SQI
+            self.beats.distrust(t_end - self.hr_window_ns, t_end + 1)  # out of event HR
         now = self._latest_ns
         a, bb = np.searchsorted(self.beats.t, [t_end - self.hr_window_ns, t_end + 1])
         amp = self.amp[a:bb]  # aligned with beats.t (appended and trimmed together)
