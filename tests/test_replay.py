@@ -91,6 +91,18 @@ def test_source_saturation_and_missing_samples_are_flagged():
     assert pb.report["channels"]["ECG"]["missing_samples"] == int(gaps.sum()) > 0
 
 
+@needs_real
+def test_a_wfdb_record_missing_a_data_file_gives_the_signals_it_has(tmp_path):
+    """PTB's s0010_re keeps its three Frank leads in a .xyz file the corpus does not have:
+    the twelve leads in the .dat play; a record with no data file at all is one line."""
+    chans = read_channels(REAL / "s0010_re.hea")
+    assert [c.name for c in chans][:3] == ["i", "ii", "iii"] and len(chans) == 12
+    assert all(c.fs_hz == 1000.0 and c.values.size == 38400 for c in chans)
+    (tmp_path / "s0010_re.hea").write_bytes((REAL / "s0010_re.hea").read_bytes())
+    with pytest.raises(ReplayError, match="none of the record's data files is there"):
+        read_channels(tmp_path / "s0010_re.hea")
+
+
 def test_a_signal_beyond_the_default_scale_gets_a_coarser_one_not_clipped(tmp_path):
     t = np.arange(0, 2, 0.004)
     big = 5e6 * np.sin(2 * np.pi * t)  # au far beyond 1e-4 x 2^31

@@ -13,8 +13,9 @@ feature; E: recordings that raised).
 
 Channels are picked by name: ECG leads (ECG, MLII, I, II, III, aVR..V6, V, vx-vz), PPG
 (PPG, PLETH), breathing (RESP, RSP), EDA (EDA, GSR). A CSV needs a header row with those
-names and either a first column ``time``/``t_s`` in seconds or an OpenSignals header
-(``# {... "sampling rate": N, "column": [...]}``).
+names (units in brackets allowed, ``ECG (mV)``) and a time column in seconds at a fixed
+rate, or be an OpenSignals text file: the files ``mmme-edge run --replay`` reads, read by
+the same code.
 
 Agreement rules (the ``Done when`` of issue 13): heart rate within 1.5 bpm of the span
 between the references; beats against annotations: sensitivity and positive
@@ -38,6 +39,7 @@ import numpy as np
 from edge.features import Feature
 from edge.features.peaks import hrv_time
 from edge.features.pipeline import DEFAULT_CLIP_S, FeatureConfig, FeaturePipeline
+from hil.sim.playback.sources import read_channels
 from sensors.blocks import SampleBlock, StreamInfo
 
 T0_NS = 1_000_000_000_000
@@ -84,81 +86,26 @@ class Recording:
         return (pref or chans or [None])[0]
 
 
-# --- readers ---------------------------------------------------------------------------------
-def read_wfdb(hea: Path) -> Recording:
-    import wfdb
-
-    base = str(hea.with_suffix(""))
-    h = wfdb.rdheader(base)
-    # Signals whose data file is missing (e.g. PTB's Frank leads in .xyz) are left out.
-    have = [j for j, f in enumerate(h.file_name) if (hea.parent / f).exists()]
-    if not have:
-        raise FileNotFoundError(f"{hea}: none of its data files is there")
-    r = wfdb.rdrecord(base, smooth_frames=False, channels=have)
-    spf = r.samps_per_frame or [1] * r.n_sig
-    sigs = r.e_p_signal
+# --- reading: the replay's readers (hil.sim.playback.sources), one per format for the rig ---
+def read_any(path: Path) -> Recording:
+    """The channels of a WFDB record, EDF/BDF, CSV or OpenSignals file that the bench
+    recognises by name (an EDF label's last word: "ECG MLII" is MLII), in physical units,
+    NaN where the source has no sample; a WFDB record's beat annotations (``.atr``)."""
     chans = []
-    for j, name in enumerate(r.sig_name):
-        k = kind_of(name)
-        if k is not None:
-            chans.append(Channel(name, k, np.asarray(sigs[j], float), float(r.fs) * spf[j]))
+    for c in read_channels(path):
+        words = c.name.split()
+        kind = kind_of(words[-1]) if words else None
+        if kind is not None:
+            chans.append(Channel(c.name, kind, c.values, c.fs_hz))
     beats = None
-    if hea.with_suffix(".atr").exists():
-        a = wfdb.rdann(base, "atr")
+    if path.suffix.lower() == ".hea" and path.with_suffix(".atr").exists():
+        import wfdb
+
+        stem = str(path.with_suffix(""))
+        a = wfdb.rdann(stem, "atr")
         keep = np.array([s in BEAT_SYMBOLS for s in a.symbol], bool)
-        beats = np.asarray(a.sample)[keep] / float(r.fs)
-    return Recording(hea.stem, chans, beats)
-
-
-def read_edf(path: Path) -> Recording:
-    import edfio
-
-    edf = edfio.read_edf(path) if path.suffix.lower() == ".edf" else edfio.read_bdf(path)
-    chans = []
-    for s in edf.signals:
-        k = kind_of(s.label.split()[-1] if s.label else "")
-        if k is not None:
-            chans.append(Channel(s.label, k, np.asarray(s.data, float),
-                                 float(s.sampling_frequency)))
-    return Recording(path.stem, chans)
-
-
-def read_csv(path: Path) -> Recording:
-    """A header row of channel names and a time column in s, or an OpenSignals text file."""
-    head = [ln for ln in path.read_text(errors="replace").splitlines()[:3]]
-    m = re.search(r'"sampling rate":\s*([0-9.]+)', " ".join(head))
-    if m:
-        cols = re.search(r'"column":\s*\[([^\]]*)\]', " ".join(head))
-        names = [c.strip().strip('"') for c in cols.group(1).split(",")] if cols else []
-        sensors = re.search(r'"sensor":\s*\[([^\]]*)\]', " ".join(head))
-        kinds = [s.strip().strip('"') for s in sensors.group(1).split(",")] if sensors else []
-        data = np.loadtxt(path, comments="#", ndmin=2)
-        fs = float(m.group(1))
-        # OpenSignals: the analog columns are the last len(sensor) ones, named by "sensor".
-        chans = []
-        res = re.search(r'"resolution":\s*\[([^\]]*)\]', " ".join(head))
-        bits = [int(b) for b in res.group(1).split(",")] if res else []
-        for i, s in enumerate(kinds):
-            j = data.shape[1] - len(kinds) + i
-            k = kind_of(s)
-            if k is None:
-                continue
-            x = data[:, j]
-            if k == "ecg" and j < len(bits):
-                # BITalino ECG sensor transfer function: (ADC/2^n - 1/2) * VCC / G, in mV.
-                x = (x / 2 ** bits[j] - 0.5) * 3.3 / 1100.0 * 1e3
-            chans.append(Channel(names[j] if j < len(names) else s, k, x, fs))
-        return Recording(path.stem, chans)
-    delim = "," if "," in head[0] else None
-    names = [h.strip() for h in (head[0].split(delim) if delim else head[0].split())]
-    data = np.genfromtxt(path, delimiter=delim, skip_header=1, ndmin=2)
-    if names[0].lower() not in ("time", "t_s", "t", "time_s"):
-        raise ValueError(f"{path}: first column must be time in s (time or t_s)")
-    t = data[:, 0]
-    fs = float((t.size - 1) / (t[-1] - t[0]))
-    chans = [Channel(n, k, data[:, j], fs) for j, n in enumerate(names)
-             if j and (k := kind_of(n)) is not None]
-    return Recording(path.stem, chans)
+        beats = np.asarray(a.sample)[keep] / float(wfdb.rdheader(stem).fs)
+    return Recording(path.stem, chans, beats)
 
 
 def find_recordings(root: Path) -> list[Path]:
@@ -203,15 +150,6 @@ def _filled(x: np.ndarray) -> np.ndarray:
         return np.nan_to_num(x)
     i = np.arange(x.size)
     return np.where(bad, np.interp(i, i[~bad], x[~bad]), x)
-
-
-def read_any(path: Path) -> Recording:
-    suf = path.suffix.lower()
-    if suf == ".hea":
-        return read_wfdb(path)
-    if suf in (".edf", ".bdf"):
-        return read_edf(path)
-    return read_csv(path)
 
 
 # --- streaming --------------------------------------------------------------------------------

@@ -79,7 +79,15 @@ def _read_wfdb(path: Path) -> list[SourceChannel]:
                           "(pip install 'mmme-edge[replay]')") from None
     stem = path.with_suffix("") if path.suffix.lower() in (".hea", ".dat", ".mat") else path
     try:
-        rec = wfdb.rdrecord(str(stem), smooth_frames=False, physical=False)
+        head = wfdb.rdheader(str(stem))
+    except (OSError, ValueError) as exc:
+        raise ReplayError(f"{stem}: cannot read the WFDB header ({exc})") from None
+    # Signals whose data file is not there (PTB's Frank leads in .xyz) are left out.
+    have = [j for j, f in enumerate(head.file_name) if (stem.parent / f).exists()]
+    if not have:
+        raise ReplayError(f"{stem}: none of the record's data files is there")
+    try:
+        rec = wfdb.rdrecord(str(stem), smooth_frames=False, physical=False, channels=have)
     except (OSError, ValueError) as exc:
         raise ReplayError(f"{stem}: cannot read the WFDB record ({exc})") from None
     out = []
