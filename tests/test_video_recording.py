@@ -349,3 +349,38 @@ def test_lossless_coder_benchmark_reports_every_coder_or_why_it_did_not_open(cap
     assert set(got) == {"ffv1", "x264-ultrafast"}
     for r in got.values():
         assert r["ratio"] > 1.0 and r["cpu_ms_per_frame"] > 0, r
+
+
+def test_a_face_store_replays_whole_frames_at_full_rate_with_the_face_bit_exact(
+        tmp_path: Path, sim_frames) -> None:
+    """What `--replay` plays of a field recording: every frame, the face region as
+    recorded pasted on the newest context frame; the context instants whole and exact."""
+    from edge.recording.format import iter_full_rate_frames
+
+    frames, box = sim_frames
+    _record(tmp_path / "f.mcap", frames, "face", face_box=lambda: tuple(map(float, box)))
+    r = open_recording(tmp_path / "f.mcap")
+    context = {f.seq for f in r.context}
+    faces = {im.header.seq: im.header for im in r.faces}
+    by_seq = {f.seq: f for f in frames}
+    played = list(iter_full_rate_frames(tmp_path / "f.mcap"))
+    assert [f.seq for f in played] == [f.seq for f in frames]  # 200 fps, not 20
+    for f in played:
+        src, hd = by_seq[f.seq], faces[f.seq]
+        assert f.luma.shape == (H, W) and f.t_ns == src.t_ns and f.trigger == src.trigger
+        region = (slice(hd.y, hd.y + hd.height), slice(hd.x, hd.x + hd.width))
+        np.testing.assert_array_equal(f.luma[region], src.luma[region])
+        if f.seq in context:
+            np.testing.assert_array_equal(f.luma, src.luma)
+    assert context and min(context) == frames[0].seq  # no mid-grey frame was needed
+
+
+def test_a_lossless_store_replays_its_frames_as_recorded(tmp_path: Path, sim_frames) -> None:
+    from edge.recording.format import iter_full_rate_frames
+
+    frames, _ = sim_frames
+    _record(tmp_path / "l.mcap", frames, "lossless")
+    played = list(iter_full_rate_frames(tmp_path / "l.mcap"))
+    assert [f.seq for f in played] == [f.seq for f in frames]
+    for f, src in zip(played, frames, strict=True):
+        np.testing.assert_array_equal(f.luma, src.luma)

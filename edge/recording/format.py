@@ -60,6 +60,7 @@ and drops repeated messages by (channel, sequence).
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import struct
@@ -613,6 +614,32 @@ def iter_frames(path: str | Path) -> Iterator[Frame]:
         yield img.as_frame()
 
 
+def iter_full_rate_frames(path: str | Path) -> Iterator[Frame]:
+    """Whole frames at the recorded rate, for a replay: a ``raw`` or ``lossless`` store's
+    frames as recorded; in ``face`` mode each face region pasted at its box onto the newest
+    context frame at or before it (mid-grey before the first). The face is then bit-exact
+    at full rate, the rest up to one context period old, and a frame that was itself a
+    context frame is whole and bit-exact."""
+    faces = iter_video(path, FACE_TOPIC)
+    first = next(faces, None)
+    if first is None:
+        yield from iter_frames(path)
+        return
+    contexts = iter_video(path, CONTEXT_TOPIC)  # a second reader of the same file
+    upcoming = next(contexts, None)
+    backdrop: np.ndarray | None = None
+    for img in itertools.chain((first,), faces):
+        hd = img.header
+        while upcoming is not None and upcoming.header.t_ns <= hd.t_ns:
+            backdrop = upcoming.luma
+            upcoming = next(contexts, None)
+        size = (hd.frame_height, hd.frame_width)
+        luma = (backdrop.copy() if backdrop is not None and backdrop.shape == size
+                else np.full(size, 128, np.uint8))
+        luma[hd.y:hd.y + hd.height, hd.x:hd.x + hd.width] = img.luma
+        yield Frame(seq=hd.seq, t_ns=hd.t_ns, luma=luma, trigger=hd.trigger)
+
+
 def _cat(parts: list[np.ndarray], dtype: str, shape_tail: tuple[int, ...] = ()) -> np.ndarray:
     if not parts:
         return np.zeros((0, *shape_tail), dtype=dtype)
@@ -730,6 +757,6 @@ __all__ = [
     "FACE_TOPIC", "FRAME_ENCODING", "MARKERS_TOPIC", "STATUS_TOPIC", "VIDEO_ENCODING",
     "Recording", "RecordingError", "SegmentReport", "StreamData", "VideoHeader",
     "VideoImage", "VideoTopicDecoder", "decode_block", "decode_frame", "decode_video",
-    "encode_block", "encode_frame", "encode_video", "iter_frames", "iter_messages",
-    "iter_video", "open_recording", "segment_path", "segment_paths",
+    "encode_block", "encode_frame", "encode_video", "iter_frames", "iter_full_rate_frames",
+    "iter_messages", "iter_video", "open_recording", "segment_path", "segment_paths",
 ]

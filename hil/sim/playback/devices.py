@@ -402,9 +402,9 @@ class PlaybackCamera:
         self._thread.start()
 
     def _frames(self) -> Iterator[Frame]:
-        from edge.recording.format import iter_frames
+        from edge.recording.format import iter_full_rate_frames
 
-        for f in iter_frames(self.spec.path):
+        for f in iter_full_rate_frames(self.spec.path):
             if self.spec.first_ns <= f.t_ns < self.spec.stop_ns:
                 yield f
 
