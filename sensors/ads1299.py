@@ -40,7 +40,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sensors.blocks import Edge, SampleBlock, StreamCounters, StreamInfo, monotonic_ns
+from sensors.blocks import (
+    STATUS_ADS1299,
+    Edge,
+    SampleBlock,
+    StreamCounters,
+    StreamInfo,
+    monotonic_ns,
+)
 from sensors.errors import DeviceError, DeviceTimeout, WrongDevice
 from sensors.seams import EdgeInput, OutputLine, SpiBus
 
@@ -307,6 +314,7 @@ def stream_info(settings: Ads1299Settings) -> StreamInfo:
         scale=tuple(float(x) for x in settings.uv_per_count()),
         offset=(0.0,) * n,
         device_time_unit="sample",
+        status_layout=STATUS_ADS1299,
     )
 
 

@@ -17,6 +17,10 @@ def monotonic_ns() -> int:
     return time.monotonic_ns()
 
 
+STATUS_ADS1299 = "ads1299"  # sensors.ads1299's word: LOFF_STATP/N of chip 0, chip 1's P
+STATUS_HUB = "hub"  # sensors.hub_protocol's STATUS_* bits
+
+
 @dataclass(frozen=True)
 class StreamInfo:
     """Describes a sampled stream as data, so consumers never hard-code channel indices."""
@@ -28,6 +32,9 @@ class StreamInfo:
     scale: tuple[float, ...]  # physical value = raw * scale + offset
     offset: tuple[float, ...]
     device_time_unit: str  # "sample" (EEG: sample index) or "us" (hub: MCU microseconds)
+    # How SampleBlock.status reads (sensors.status): STATUS_ADS1299, STATUS_HUB, or ""
+    # (a layout that says nothing of channels).
+    status_layout: str = ""
 
     def __post_init__(self) -> None:
         n = len(self.channels)

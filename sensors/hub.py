@@ -29,7 +29,7 @@ import numpy as np
 import serial
 
 from sensors import hub_protocol as hp
-from sensors.blocks import SampleBlock, StreamCounters, StreamInfo, monotonic_ns
+from sensors.blocks import STATUS_HUB, SampleBlock, StreamCounters, StreamInfo, monotonic_ns
 from sensors.errors import DeviceError, DeviceTimeout, WrongDevice
 from sensors.serial_link import IO_ERRORS, close_port, open_port, reconnect_due
 
@@ -332,4 +332,5 @@ class Hub:
         self.info = StreamInfo(
             name="hub", fs_hz=float(fs), channels=ident.channels, units=ident.units,
             scale=ident.scale, offset=ident.offset, device_time_unit="us",
+            status_layout=STATUS_HUB,
         )

@@ -9,7 +9,6 @@ import pytest
 from scipy import signal
 
 from edge.features import BANDS, EegFeatures, Feature, band_powers, differential_entropy
-from edge.features import lead_off_from_status as loff
 from hil.benchmarks.features import EEG_CHANNELS, T0_NS, synth_eeg
 
 FS = 1000.0
@@ -93,16 +92,6 @@ def test_blinks_and_eye_movements_are_flagged_on_frontal_channels() -> None:
     # In the blink window frontal features are invalid ("blink"), occipital ones are valid.
     assert at("eeg_Fp1_delta_pow", 5).reason == "blink"
     assert at("eeg_O1_delta_pow", 5).valid
-
-
-def test_lead_off_status_bits_decode_per_channel() -> None:
-    status = np.array([0xC00000, 0xC00000 | (1 << 12), 0xC00000 | (1 << 19) | (1 << 5)],
-                      np.uint32)
-    m = loff(status, 8)
-    assert not m[0].any()
-    assert m[1].tolist() == [True] + [False] * 7  # IN1P off
-    assert m[2, 7] and m[2, 1] and m[2].sum() == 2  # IN8P and IN2N off
-    assert loff(status, 8, use_n=False)[2].sum() == 1
 
 
 def test_bad_channel_is_invalid_alone_and_blocks_do_not_matter() -> None:

@@ -32,7 +32,7 @@ from hil.sim.scenario import Scenario
 from hil.sim.wire import Wire
 from sensors import hub_protocol as hp
 from sensors.ads1299 import Ads1299, Ads1299Settings
-from sensors.blocks import SampleBlock, StreamInfo
+from sensors.blocks import STATUS_HUB, SampleBlock, StreamInfo
 from sensors.hub import Hub, HubSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -213,7 +213,8 @@ def test_eeg_playback_feeds_the_emulator_and_comes_back_within_one_lsb():
 def _offline_hr(pb: HubPlayback, block: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """The rig's streaming features on the same samples, in the rig's block sizes:
     (data time s, the vitals' hr_bpm) after every block."""
-    info = StreamInfo("hub", pb.fs_hz, pb.channels, pb.units, pb.scale, pb.offset, "us")
+    info = StreamInfo("hub", pb.fs_hz, pb.channels, pb.units, pb.scale, pb.offset, "us",
+                      STATUS_HUB)  # as the hub driver describes it: its fault bits count
     pipe = FeaturePipeline(None, info)
     values = pb.raw * np.asarray(pb.scale)
     ts, hrs = [], []

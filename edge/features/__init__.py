@@ -3,7 +3,7 @@
 from .base import Feature
 from .ecg import EcgFeatures
 from .eda import EdaFeatures, Scr
-from .eeg import BANDS, EegFeatures, band_powers, differential_entropy, lead_off_from_status
+from .eeg import BANDS, EegFeatures, band_powers, differential_entropy
 from .pipeline import EventWindow, FeatureConfig, FeaturePipeline
 from .ppg import PpgFeatures
 from .rsp import RspFeatures
@@ -14,5 +14,5 @@ PhysioPipeline = FeaturePipeline
 __all__ = [
     "BANDS", "EcgFeatures", "EdaFeatures", "EegFeatures", "EventWindow", "Feature",
     "FeatureConfig", "FeaturePipeline", "PhysioPipeline", "PpgFeatures", "RspFeatures", "Scr",
-    "SktFeatures", "band_powers", "differential_entropy", "lead_off_from_status",
+    "SktFeatures", "band_powers", "differential_entropy",
 ]

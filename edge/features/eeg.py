@@ -1,5 +1,6 @@
 """EEG: streaming band-pass and mains notch, per-channel band power and differential
-entropy over 1-s windows, artifact flags (blinks, eye movements, saturation, lead-off).
+entropy over 1-s windows, artifact flags (blinks, eye movements, saturation, lead-off:
+the pipeline reads it from the status word with ``sensors.status.channel_faults``).
 
 Filter: 0.5-Hz high-pass (order 2), 47-Hz low-pass (order 4) and a notch at the mains
 frequency (Q 30), one causal cascade with state carried across blocks.
@@ -60,20 +61,6 @@ def differential_entropy(power: np.ndarray) -> np.ndarray:
     """DE (nats) of a Gaussian with variance ``power``; -inf/NaN never pass as valid."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return 0.5 * np.log(2.0 * np.pi * np.e * power)
-
-
-def lead_off_from_status(status: np.ndarray, n_channels: int, use_n: bool = True
-                         ) -> np.ndarray:
-    """ADS1299 24-bit status word (1100 | LOFF_STATP | LOFF_STATN | GPIO[7:4]) ->
-    (n, n_channels) bool. Channel i's P input is bit 12+i, its N input bit 4+i."""
-    s = np.asarray(status, np.uint32)
-    ch = np.arange(min(n_channels, 8), dtype=np.uint32)
-    off = ((s[:, None] >> (12 + ch)) & 1).astype(bool)
-    if use_n:
-        off |= ((s[:, None] >> (4 + ch)) & 1).astype(bool)
-    out = np.zeros((s.shape[0], n_channels), bool)
-    out[:, : ch.size] = off
-    return out
 
 
 def _is_frontal(name: str) -> bool:

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sensors.blocks import SampleBlock, StreamInfo
+from sensors.status import channel_faults
 
 from .base import OK, PENDING, Boxcar, Feature, Quality, reason_of, union_bits
 from .ecg import EcgFeatures
 from .eda import EdaFeatures
-from .eeg import BANDS, EegFeatures, lead_off_from_status
+from .eeg import BANDS, EegFeatures
 from .ppg import PpgFeatures
 from .rsp import RspFeatures
 from .skt import SktFeatures
@@ -161,16 +162,17 @@ class FeaturePipeline:
 
     # --- streaming ----------------------------------------------------------------------------
     def update(self, block: SampleBlock, lead_off: np.ndarray | None = None) -> list[Feature]:
-        """Consume one block. ``lead_off`` (n,) or (n, channels) bool overrides the lead-off
-        bits decoded from the EEG status word. Unknown streams are ignored."""
+        """Consume one block. ``lead_off`` (n,) or (n, channels) bool overrides what the
+        stream's status word says of each channel (``sensors.status.channel_faults``: EEG
+        lead-off, the hub's ECG lead-off, EDA open, SKT fault). Unknown streams are ignored."""
         info = self.infos.get(block.stream)
         if info is None or len(block) == 0:
             return []
         x = np.asarray(block.values, float).reshape(len(block), -1)
         t = np.asarray(block.host_t_ns, np.int64)
         is_eeg = block.stream == self._eeg_stream
-        if lead_off is None and is_eeg:
-            lead_off = lead_off_from_status(block.status, x.shape[1])
+        if lead_off is None:  # what the device's status word says of each channel
+            lead_off = channel_faults(info, block.status)
         bits = self.cfg.eeg_adc_bits if is_eeg else self.cfg.hub_adc_bits
         sat = _rail_mask(np.asarray(block.raw), bits) if block.raw.size else None
         bad = self._quality[block.stream].update(block.index, x, lead_off, sat)

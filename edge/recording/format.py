@@ -129,6 +129,7 @@ def stream_info_from_json(text: str) -> StreamInfo:
         name=d["name"], fs_hz=float(d["fs_hz"]), channels=tuple(d["channels"]),
         units=tuple(d["units"]), scale=tuple(float(x) for x in d["scale"]),
         offset=tuple(float(x) for x in d["offset"]), device_time_unit=d["device_time_unit"],
+        status_layout=str(d.get("status_layout", "")),  # files before it: says nothing
     )
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sensors.blocks import SampleBlock, StreamInfo
+from sensors.blocks import STATUS_ADS1299, STATUS_HUB, SampleBlock, StreamInfo
 
 EEG_CHANNELS = ("Fp1", "Fp2", "F7", "F8", "C3", "C4", "O1", "O2")
 EEG_UV_PER_COUNT = 4.5 / (2**23 - 1) / 24 * 1e6
@@ -31,13 +31,13 @@ T0_NS = 1_000_000_000_000  # an arbitrary host time origin
 def eeg_info(fs: float = 1000.0, channels: tuple[str, ...] = EEG_CHANNELS) -> StreamInfo:
     n = len(channels)
     return StreamInfo("eeg", fs, channels, ("uV",) * n, (EEG_UV_PER_COUNT,) * n, (0.0,) * n,
-                      "sample")
+                      "sample", STATUS_ADS1299)
 
 
 def hub_info(fs: float = 1000.0) -> StreamInfo:
     return StreamInfo("hub", fs, ("ECG", "PPG", "RSP", "EDA", "SKT"),
                       ("mV", "au", "au", "uS", "degC"), (1e-4, 1e-4, 1e-4, 1e-5, 1e-4),
-                      (0.0,) * 5, "us")
+                      (0.0,) * 5, "us", STATUS_HUB)
 
 
 # --- known-truth signals ---------------------------------------------------------------------
