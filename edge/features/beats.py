@@ -24,6 +24,7 @@ from .base import (
 from .peaks import AdaptivePeaks, BeatSeries, local_max_candidates
 
 LOW_SQI = "low_sqi"  # the beats in the window do not look like one beat repeated
+MAX_RR_RATIO = 2.2  # Orphanidou et al.: a window's longest interval within 2.2x its shortest
 
 
 def correlations(shapes: np.ndarray, template: np.ndarray) -> np.ndarray:
@@ -82,19 +83,27 @@ class BeatStep(OneSecondPieces):
     def _tick_features(self, t_ns: int, reason: str) -> list[Feature]:
         return []
 
-    def _relearn(self, k: int) -> None:
-        """Learn the detection levels again from the candidates after tick row ``k``'s
-        horizon (the same rows whatever the block size); no interval spans the relearning."""
+    def _relearn(self, after: int) -> None:
+        """Learn the detection levels again from the candidates of the warm-up that starts
+        at row ``after``; no interval spans the relearning."""
         self.peaks.reset()
         self.peaks.spk = None
         self.beats.break_()
-        self._warm_end = k + self.lag + self.warm
+        self._warm_end = after + self.warm
         self._warm.clear()
 
     def _window_quality(self, bt: np.ndarray, rr: np.ndarray) -> str:
         """OK, or why the beats of a rate window cannot be trusted (a signal-quality index);
         a window that fails relearns the detection levels."""
         return OK
+
+    def _intervals_agree(self, ok: np.ndarray) -> bool:
+        """The interval rules a rate window's valid intervals ``ok`` (s) share for ECG and
+        PPG: Orphanidou's ratio rule, and intervals covering half the window (beats found
+        in a few places only are not a rate)."""
+        if ok.size and ok.max() > MAX_RR_RATIO * ok.min():
+            return False
+        return bool(ok.sum() >= 0.5 * self.hr_window_ns / 1e9)
 
     def _beat_shapes(self, bt: np.ndarray, rr: np.ndarray, column: int) -> np.ndarray | None:
         """One row per beat of the window: ``column`` over the median interval centred on
@@ -143,11 +152,7 @@ class BeatStep(OneSecondPieces):
         if union_bits(b) or not np.isfinite(v):
             # Bad data near the candidate (or a value that overflowed): no beat, no interval
             # across it, relearn levels.
-            self.peaks.reset()
-            self.peaks.spk = None
-            self.beats.break_()
-            self._warm_end = p + self.w + self.warm
-            self._warm.clear()
+            self._relearn(p + self.w)
             return []
         if self.peaks.spk is None:
             if p < self._warm_end:
@@ -204,7 +209,7 @@ class BeatStep(OneSecondPieces):
                 # levels learnt on noise can sit above every real beat for tens of seconds
                 # (the search-back adds one beat per detection): learn them again.
                 self.beats.distrust(t_end - self.hr_window_ns, t_end + 1)
-                self._relearn(k)
+                self._relearn(k + self.lag)  # the tick's horizon: the same rows for any block size
         out = [Feature.make(f"{self.prefix}_hr_bpm", float(np.mean(hr)) if hr.size else np.nan,
                             "bpm", t_end, self._latest_ns, reason)]
         return out + self._tick_features(t_end, reason)

@@ -24,10 +24,10 @@ from .base import OK, Feature, SosStream, butter
 from .beats import LOW_SQI, BeatStep, correlations
 from .peaks import hrv_time, rate_slope
 
-# Orphanidou et al.'s ECG thresholds, and one for a missed beat (twice the interval).
+# Orphanidou et al.'s ECG thresholds (their ratio rule is BeatStep._intervals_agree), and
+# one for a missed beat (twice the interval).
 MIN_TEMPLATE_CORR = 0.66
 MAX_RR_S = 3.0
-MAX_RR_RATIO = 2.2
 MISSED_BEAT_RATIO = 1.7
 
 
@@ -90,9 +90,8 @@ class EcgFeatures(BeatStep):
         Electrode motion and muscle noise make "beats" that fail one of these; a window of
         frequent ectopic beats can fail the ratio rule too (its rate is no sinus rate)."""
         ok = rr[np.isfinite(rr)]
-        if ok.size and (ok.max() > MAX_RR_S or ok.max() > MAX_RR_RATIO * ok.min()
-                        or ok.max() > MISSED_BEAT_RATIO * np.median(ok)
-                        or ok.sum() < 0.5 * self.hr_window_ns / 1e9):
+        if not self._intervals_agree(ok) or (ok.size and (
+                ok.max() > MAX_RR_S or ok.max() > MISSED_BEAT_RATIO * np.median(ok))):
             return LOW_SQI
         m = self._beat_shapes(bt, rr, 0)
         if m is None:

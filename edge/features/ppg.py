@@ -195,11 +195,8 @@ class PpgFeatures(BeatStep):
         the rate window: intervals within a 2.2 ratio of each other and a mean correlation
         of each pulse with their average of at least 0.86. Noise on an unworn sensor and
         motion make beats, but not alike."""
-        ok = rr[np.isfinite(rr)]
-        if ok.size and ok.max() > 2.2 * ok.min():
+        if not self._intervals_agree(rr[np.isfinite(rr)]):
             return False
-        if ok.sum() < 0.5 * self.hr_window_ns / 1e9:
-            return False  # beats found in a few places only: most of the window is not pulse
         m = self._beat_shapes(bt, rr, 1)
         if m is None:
             return True  # too few to judge: the rate rules above decide
