@@ -57,18 +57,30 @@ def status_line(elapsed_s: float, tally: StreamTally, rig: Rig, last: dict[str, 
     return " | ".join(parts)
 
 
-def thread_cpu_s(proc: psutil.Process) -> dict[str, float]:
-    """CPU seconds per named thread of this process, and per child process."""
+def named_thread_cpu_s(proc: psutil.Process) -> dict[str, float]:
+    """CPU seconds per thread name of this process (``proc``); threads that Python did not
+    start (native pools) are "other"."""
     names = {t.native_id: t.name for t in threading.enumerate()}
     out: dict[str, float] = {}
     with contextlib.suppress(psutil.NoSuchProcess):
         for t in proc.threads():
             name = names.get(t.id, "other")
             out[name] = out.get(name, 0.0) + t.user_time + t.system_time
+    return out
+
+
+def process_cpu_s(proc: psutil.Process) -> float:
+    """CPU seconds a whole process has used (user and system); raises NoSuchProcess."""
+    ct = proc.cpu_times()
+    return ct.user + ct.system
+
+
+def thread_cpu_s(proc: psutil.Process) -> dict[str, float]:
+    """CPU seconds per named thread of this process, and per child process."""
+    out = named_thread_cpu_s(proc)
     for child in proc.children(recursive=True):
         with contextlib.suppress(psutil.NoSuchProcess):
-            ct = child.cpu_times()
-            out[f"process:{child.name()}:{child.pid}"] = ct.user + ct.system
+            out[f"process:{child.name()}:{child.pid}"] = process_cpu_s(child)
     return out
 
 

@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import functools
 import json
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 import psutil
 
+from edge.runtime.report import named_thread_cpu_s, process_cpu_s
 from hil.sim.ads1299 import (
     SHORTED_NOISE_UV,
     Ads1299Emulator,
@@ -313,17 +313,13 @@ class SimBench:
         """CPU seconds the simulators have spent so far: their own threads (``sim-*``),
         what they charged in the rig's threads, and the processes of their own (the
         bridge MCU's, the camera's)."""
-        total = SIM_CPU.seconds
-        sims = {t.native_id for t in threading.enumerate() if t.name.startswith("sim-")}
-        with contextlib.suppress(psutil.Error):
-            total += sum(t.user_time + t.system_time for t in psutil.Process().threads()
-                         if t.id in sims)
+        per_thread = named_thread_cpu_s(psutil.Process())
+        total = SIM_CPU.seconds + sum(v for k, v in per_thread.items() if k.startswith("sim-"))
         for dev in (self.bridge_process, self.camera):
             pid = dev.pid if isinstance(dev, (SpiDeviceProcess, CameraProcess)) else None
             if pid is not None:
                 with contextlib.suppress(psutil.Error):
-                    ct = psutil.Process(pid).cpu_times()
-                    total += ct.user + ct.system
+                    total += process_cpu_s(psutil.Process(pid))
         return total
 
     def close(self) -> None:
