@@ -241,8 +241,9 @@ def test_electrode_motion_and_muscle_noise_make_the_ecg_rate_invalid_not_wrong()
     rmssd_clean = {f.t_ns: f.value for f in clean if f.name == "ecg_rmssd_ms" and f.valid}
     after = [(f.value, rmssd_clean[f.t_ns]) for f in feats
              if f.name == "ecg_rmssd_ms" and f.valid and f.t_ns in rmssd_clean]
-    assert after and max(abs(a - b) for a, b in after) <= max(5.0, 0.1 * np.median(
-        list(rmssd_clean.values())))
+    worst = max((abs(a - b) for a, b in after), default=np.inf)
+    print(f"ECG noise: valid RMSSD ticks within {worst:.1f} ms of the clean run's")
+    assert after and worst <= max(5.0, 0.1 * np.median(list(rmssd_clean.values())))
 
 
 def test_bench_reads_a_users_folder_of_edf_and_csv(tmp_path: Path, capsys) -> None:

@@ -3,10 +3,13 @@ pets only while every stream flows, and the unit file as systemd-analyze reads i
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -15,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from edge import config
+from edge.recording.info import info
 from edge.service import Notifier, StreamProgress, Watchdog, watchdog_interval_s
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,13 +221,6 @@ def test_systemctl_stop_finishes_the_recording_and_the_summary(tmp_path: Path) -
     """SIGTERM to the whole control group, as ``systemctl stop`` sends it: the rig stops
     cleanly (exit 0, summary, footer written) and its child processes (direct-mode EEG
     acquisition, the camera's sensor) wait for it instead of dying first."""
-    import json
-    import signal
-    import sys
-
-    from edge import config
-    from edge.recording.info import info
-
     text = config.example_path("sim").read_text().replace(
         'eeg_link = "bridge"', 'eeg_link = "spi"\ncamera_process = true')
     cfg = tmp_path / "rig.toml"
